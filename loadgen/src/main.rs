@@ -1,0 +1,1 @@
+fn main() { println!("corezk-loadgen: not yet implemented (see issue 4)"); }

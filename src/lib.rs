@@ -1,0 +1,3 @@
+pub fn probe() {
+    let _ = glommio::LocalExecutorBuilder::default();
+}
