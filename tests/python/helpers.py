@@ -1,0 +1,107 @@
+"""Small shared helpers: bounded polling, event collection, Stat relations."""
+
+import threading
+import time
+
+
+def wait_until(pred, timeout=10.0, interval=0.05, msg="condition"):
+    """Poll pred() until it returns a truthy value or the deadline passes.
+    Returns the value; raises AssertionError on timeout."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        last = pred()
+        if last:
+            return last
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s (last=%r)"
+                                 % (timeout, msg, last))
+        time.sleep(interval)
+
+
+class Collector:
+    """Thread-safe list of items with a bounded wait."""
+
+    def __init__(self):
+        self.items = []
+        self.cond = threading.Condition()
+
+    def __call__(self, *args):
+        item = args[0] if len(args) == 1 else args
+        with self.cond:
+            self.items.append(item)
+            self.cond.notify_all()
+        return None
+
+    def wait_count(self, n, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while len(self.items) < n:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("expected >= %d items within %.1fs, got %r"
+                                         % (n, timeout, self.items))
+                self.cond.wait(remaining)
+            return list(self.items)
+
+    def wait_for(self, pred, timeout=10.0):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while True:
+                for it in self.items:
+                    if pred(it):
+                        return it
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise AssertionError("no matching item within %.1fs; got %r"
+                                         % (timeout, self.items))
+                self.cond.wait(remaining)
+
+    def settle(self, quiet=0.3):
+        """Return the items after no new item arrived for `quiet` seconds
+        (bounded to 10 quiet periods)."""
+        for _ in range(10):
+            with self.cond:
+                n = len(self.items)
+            time.sleep(quiet)
+            with self.cond:
+                if len(self.items) == n:
+                    return list(self.items)
+        return list(self.items)
+
+    def snapshot(self):
+        with self.cond:
+            return list(self.items)
+
+
+def stat_fields(st):
+    """Normalise a kazoo ZnodeStat or a rawzk.Stat to a dict."""
+    names = ["czxid", "mzxid", "ctime", "mtime", "version", "cversion", "aversion",
+             "ephemeralOwner", "dataLength", "numChildren", "pzxid"]
+    out = {}
+    for n in names:
+        if hasattr(st, n):
+            out[n] = getattr(st, n)
+        else:  # kazoo naming
+            alt = {"ephemeralOwner": "ephemeralOwner", "dataLength": "dataLength",
+                   "numChildren": "numChildren"}[n]
+            out[n] = getattr(st, alt)
+    return out
+
+
+def stat_shape(st, czxid_ref=None):
+    """Zxid/time-free view of a Stat for comparing servers."""
+    d = stat_fields(st)
+    shape = {
+        "version": d["version"],
+        "cversion": d["cversion"],
+        "aversion": d["aversion"],
+        "dataLength": d["dataLength"],
+        "numChildren": d["numChildren"],
+        "ephemeral": d["ephemeralOwner"] != 0,
+        "mzxid==czxid": d["mzxid"] == d["czxid"],
+        "pzxid==czxid": d["pzxid"] == d["czxid"],
+        "mtime==ctime": d["mtime"] == d["ctime"],
+        "pzxid>=mzxid": d["pzxid"] >= d["mzxid"],
+    }
+    return shape
