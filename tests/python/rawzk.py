@@ -271,8 +271,9 @@ class OpResult:
 
 # multi sub-op builders: each returns (opcode, body-bytes)
 
-def op_create(path, data=b"", acl=None, flags=0, opcode=OP_CREATE, ttl=None):
-    w = W().ustring(path).buffer(data).acls(WORLD_ALL if acl is None else acl).int(flags)
+def op_create(path, data=b"", acl=WORLD_ALL, flags=0, opcode=OP_CREATE, ttl=None):
+    """acl=None sends a null vector."""
+    w = W().ustring(path).buffer(data).acls(acl).int(flags)
     if opcode == OP_CREATETTL:
         w.long(-1 if ttl is None else ttl)
     return (opcode, w.bytes())
@@ -514,7 +515,7 @@ class RawZK:
                 raise AssertionError("unexpected reply xid %d while draining" % rep.xid)
 
     # -- ops (return Reply; .value parsed on success)
-    def create(self, path, data=b"", acl=None, flags=0, opcode=OP_CREATE, ttl=None):
+    def create(self, path, data=b"", acl=WORLD_ALL, flags=0, opcode=OP_CREATE, ttl=None):
         _, body = op_create(path, data, acl, flags, opcode, ttl)
         if opcode == OP_CREATE:
             parse = lambda r: r.ustring()
@@ -522,10 +523,10 @@ class RawZK:
             parse = lambda r: (r.ustring(), r.stat())
         return self.request(opcode, body, parse=parse)
 
-    def create_container(self, path, data=b"", acl=None):
+    def create_container(self, path, data=b"", acl=WORLD_ALL):
         return self.create(path, data, acl, CONTAINER, OP_CREATECONTAINER)
 
-    def create_ttl(self, path, ttl, data=b"", acl=None, flags=PERSISTENT_WITH_TTL):
+    def create_ttl(self, path, ttl, data=b"", acl=WORLD_ALL, flags=PERSISTENT_WITH_TTL):
         return self.create(path, data, acl, flags, OP_CREATETTL, ttl)
 
     def delete(self, path, version=-1):
