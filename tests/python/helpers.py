@@ -105,3 +105,93 @@ def stat_shape(st, czxid_ref=None):
         "pzxid>=mzxid": d["pzxid"] >= d["mzxid"],
     }
     return shape
+
+
+class TcpProxy:
+    """A loopback TCP proxy that can be 'blocked': while blocked it drops all
+    current connections and closes new ones right after accepting them (so a
+    client sees its connection die and cannot reconnect, while the server sees
+    the client's connection close)."""
+
+    def __init__(self, target_addr):
+        import socket
+        host, port = target_addr.rsplit(":", 1)
+        self.target = (host, int(port))
+        self.lsock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.lsock.settimeout(0.1)
+        self.addr = "127.0.0.1:%d" % self.lsock.getsockname()[1]
+        self.blocked = threading.Event()
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.pairs = []
+        self.thread = threading.Thread(target=self._accept_loop, daemon=True)
+        self.thread.start()
+
+    def _accept_loop(self):
+        import socket
+        while not self.stopping.is_set():
+            try:
+                c, _ = self.lsock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            if self.blocked.is_set():
+                c.close()
+                continue
+            try:
+                s = socket.create_connection(self.target, timeout=5)
+            except OSError:
+                c.close()
+                continue
+            with self.lock:
+                self.pairs.append((c, s))
+            for a, b in ((c, s), (s, c)):
+                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    def _pump(self, src, dst):
+        import socket
+        src.settimeout(0.2)
+        try:
+            while not self.stopping.is_set():
+                try:
+                    data = src.recv(65536)
+                except socket.timeout:
+                    continue
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for x in (src, dst):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+
+    def _drop_all(self):
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for c, s in pairs:
+            for x in (c, s):
+                try:
+                    x.close()
+                except OSError:
+                    pass
+
+    def block(self):
+        self.blocked.set()
+        self._drop_all()
+
+    def unblock(self):
+        self.blocked.clear()
+
+    def close(self):
+        self.stopping.set()
+        self.lsock.close()
+        self._drop_all()
+        self.thread.join(timeout=2)

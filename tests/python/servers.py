@@ -126,11 +126,14 @@ class ServerProcess:
             if rc is not None:
                 raise ServerStartError("%s exited with code %s during start-up; log tail:\n%s"
                                        % (self.name, rc, self.log_tail()))
-            if ruok(self.host, self.port, timeout=1.0):
+            if ruok(self.host, self.port, timeout=1.0) and self._serving():
                 return
             time.sleep(0.1)
         raise ServerStartError("%s did not answer ruok within %.0fs; log tail:\n%s"
                                % (self.name, self.start_timeout, self.log_tail()))
+
+    def _serving(self):
+        return True
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -254,6 +257,22 @@ class ZooKeeperServer(ServerProcess):
             ]))
         with open(os.path.join(self.conf_dir, "log4j.properties"), "w") as f:
             f.write(LOG4J_PROPERTIES % os.path.join(self.tmpdir, "zookeeper.log"))
+
+    def _serving(self):
+        # ZooKeeper answers ruok before it serves sessions; srvr tells.
+        try:
+            with socket.create_connection((self.host, self.port), timeout=1.0) as s:
+                s.settimeout(1.0)
+                s.sendall(b"srvr")
+                data = b""
+                while True:
+                    b = s.recv(4096)
+                    if not b:
+                        break
+                    data += b
+            return b"Mode: " in data
+        except OSError:
+            return False
 
     def _command(self):
         cp = ":".join([self.conf_dir, ZK_JAR] + ZK_CP_EXTRA)
