@@ -1,3 +1,12 @@
-pub fn probe() {
-    let _ = glommio::LocalExecutorBuilder::default();
-}
+//! corezk: a ZooKeeper-compatible coordination service built as a thread-per-core server.
+//!
+//! Pure layer (no I/O, no clocks, no threads): `proto`, `tree`, `txn`, `prep`, `session`,
+//! `watch`. Runtime layer (thin, makes no protocol decisions): `config`, `runtime`, `shard`,
+//! `commit`, `net`, `admin`.
+
+pub mod proto;
+pub mod tree;
+pub mod txn;
+pub mod prep;
+pub mod session;
+pub mod watch;
