@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use common::*;
 use zookeeper_client::{
-    Acl, Acls, AuthId, AuthUser, Client, CreateMode, Error, MultiReadResult, MultiWriteError,
-    MultiWriteResult, Permission, Stat,
+    Acl, Acls, AuthId, AuthUser, Client, CreateMode, Error, MultiReadResult, MultiWriteError, MultiWriteResult,
+    Permission, Stat,
 };
 
 fn opts(mode: CreateMode) -> zookeeper_client::CreateOptions<'static> {
@@ -20,16 +20,8 @@ fn assert_new_node(stat: &Stat, data_len: usize, what: &str) {
     assert_eq!(stat.mzxid, stat.czxid, "{what}: mzxid == czxid");
     assert_eq!(stat.pzxid, stat.czxid, "{what}: pzxid == czxid");
     assert_eq!(stat.ctime, stat.mtime, "{what}: ctime == mtime");
-    assert!(
-        (stat.ctime - now_ms()).abs() < 60_000,
-        "{what}: ctime {} is not about now",
-        stat.ctime
-    );
-    assert_eq!(
-        (stat.version, stat.cversion, stat.aversion),
-        (0, 0, 0),
-        "{what}"
-    );
+    assert!((stat.ctime - now_ms()).abs() < 60_000, "{what}: ctime {} is not about now", stat.ctime);
+    assert_eq!((stat.version, stat.cversion, stat.aversion), (0, 0, 0), "{what}");
     assert_eq!(stat.data_length as usize, data_len, "{what}: dataLength");
     assert_eq!(stat.num_children, 0, "{what}");
 }
@@ -59,47 +51,24 @@ fn create_in_every_mode() {
         assert_new_node(&st, 1, "ephemeral");
         assert_eq!(st.ephemeral_owner, sid, "ephemeralOwner is the session id");
 
-        let (st, seq) = zk
-            .create(
-                &format!("{base}/ps-"),
-                b"",
-                &opts(CreateMode::PersistentSequential),
-            )
-            .await
-            .unwrap();
+        let (st, seq) = zk.create(&format!("{base}/ps-"), b"", &opts(CreateMode::PersistentSequential)).await.unwrap();
         assert_new_node(&st, 0, "persistent sequential");
         assert_eq!(seq.into_i64(), 1, "second child ever created under base");
         assert_eq!(st.ephemeral_owner, 0);
         assert!(zk.check_stat(&format!("{base}/ps-0000000001")).await.unwrap().is_some());
 
-        let (st, seq) = zk
-            .create(
-                &format!("{base}/es-"),
-                b"",
-                &opts(CreateMode::EphemeralSequential),
-            )
-            .await
-            .unwrap();
+        let (st, seq) = zk.create(&format!("{base}/es-"), b"", &opts(CreateMode::EphemeralSequential)).await.unwrap();
         assert_eq!(seq.into_i64(), 2);
         assert_eq!(st.ephemeral_owner, sid);
 
         let container = format!("{base}/container");
-        let (st, _) = zk
-            .create(&container, b"c", &opts(CreateMode::Container))
-            .await
-            .unwrap();
+        let (st, _) = zk.create(&container, b"c", &opts(CreateMode::Container)).await.unwrap();
         assert_new_node(&st, 1, "container");
         assert_eq!(st.ephemeral_owner, 0, "containers report ephemeralOwner 0");
 
         let ttl = format!("{base}/ttl");
-        let (st, _) = zk
-            .create(
-                &ttl,
-                b"t",
-                &opts(CreateMode::Persistent).with_ttl(Duration::from_secs(3600)),
-            )
-            .await
-            .unwrap();
+        let (st, _) =
+            zk.create(&ttl, b"t", &opts(CreateMode::Persistent).with_ttl(Duration::from_secs(3600))).await.unwrap();
         assert_new_node(&st, 1, "ttl");
         assert_eq!(st.ephemeral_owner, 0, "TTL nodes report ephemeralOwner 0");
 
@@ -115,35 +84,15 @@ fn create_in_every_mode() {
         assert_eq!(st.ephemeral_owner, 0);
 
         // Containers and TTL nodes may have children; ephemerals may not.
-        zk.create(&format!("{container}/kid"), b"", &persistent())
-            .await
-            .unwrap();
-        zk.create(&format!("{ttl}/kid"), b"", &persistent())
-            .await
-            .unwrap();
-        assert_eq!(
-            zk.create(&format!("{eph}/kid"), b"", &persistent()).await,
-            Err(Error::NoChildrenForEphemerals)
-        );
-        assert_eq!(
-            zk.create(&format!("{eph}/kid"), b"", &ephemeral()).await,
-            Err(Error::NoChildrenForEphemerals)
-        );
+        zk.create(&format!("{container}/kid"), b"", &persistent()).await.unwrap();
+        zk.create(&format!("{ttl}/kid"), b"", &persistent()).await.unwrap();
+        assert_eq!(zk.create(&format!("{eph}/kid"), b"", &persistent()).await, Err(Error::NoChildrenForEphemerals));
+        assert_eq!(zk.create(&format!("{eph}/kid"), b"", &ephemeral()).await, Err(Error::NoChildrenForEphemerals));
 
         // Parent bookkeeping: 6 children, all created through the API.
         let (mut children, pst) = zk.get_children(&base).await.unwrap();
         children.sort();
-        assert_eq!(
-            children,
-            vec![
-                "container",
-                "eph",
-                "es-0000000002",
-                "ps-0000000001",
-                "ttl",
-                "ttlseq-0000000005"
-            ]
-        );
+        assert_eq!(children, vec!["container", "eph", "es-0000000002", "ps-0000000001", "ttl", "ttlseq-0000000005"]);
         assert_eq!(pst.num_children, 6);
         assert_eq!(pst.cversion, 6);
         assert_eq!(pst.version, 0, "child creates do not change the parent's data version");
@@ -165,38 +114,22 @@ fn sequential_numbering_counts_every_child_create() {
         let seq_opts = opts(CreateMode::PersistentSequential);
         let mut got = Vec::new();
         for _ in 0..3 {
-            got.push(
-                zk.create(&format!("{base}/n-"), b"", &seq_opts)
-                    .await
-                    .unwrap()
-                    .1
-                    .into_i64(),
-            );
+            got.push(zk.create(&format!("{base}/n-"), b"", &seq_opts).await.unwrap().1.into_i64());
         }
         assert_eq!(got, vec![0, 1, 2]);
         // A plain child create advances the counter too.
-        zk.create(&format!("{base}/plain"), b"", &persistent())
-            .await
-            .unwrap();
+        zk.create(&format!("{base}/plain"), b"", &persistent()).await.unwrap();
         let (_, s) = zk.create(&format!("{base}/n-"), b"", &seq_opts).await.unwrap();
         assert_eq!(s.into_i64(), 4);
         // Deletes do not make numbers reusable.
-        zk.delete(&format!("{base}/n-0000000004"), None)
-            .await
-            .unwrap();
-        zk.delete(&format!("{base}/n-0000000001"), None)
-            .await
-            .unwrap();
+        zk.delete(&format!("{base}/n-0000000004"), None).await.unwrap();
+        zk.delete(&format!("{base}/n-0000000001"), None).await.unwrap();
         let (_, s) = zk.create(&format!("{base}/n-"), b"", &seq_opts).await.unwrap();
         assert_eq!(s.into_i64(), 5);
         // A sequential create on "parent/" is named by the number alone.
         let (_, s) = zk.create(&format!("{base}/"), b"", &seq_opts).await.unwrap();
         assert_eq!(s.into_i64(), 6);
-        assert!(zk
-            .check_stat(&format!("{base}/0000000006"))
-            .await
-            .unwrap()
-            .is_some());
+        assert!(zk.check_stat(&format!("{base}/0000000006")).await.unwrap().is_some());
         // Stat: 7 creates, 2 deletes -> 5 children, cversion 2*7-5 = 9.
         let st = stat(&zk, &base).await;
         assert_eq!(st.num_children, 5);
@@ -230,10 +163,7 @@ fn get_set_delete_with_versions_and_stat_relations() {
         assert_eq!((s1.cversion, s1.aversion), (0, 0));
         assert_eq!(zk.get_data(&base).await.unwrap(), (b"two!".to_vec(), s1));
 
-        assert_eq!(
-            zk.set_data(&base, b"x", Some(0)).await,
-            Err(Error::BadVersion)
-        );
+        assert_eq!(zk.set_data(&base, b"x", Some(0)).await, Err(Error::BadVersion));
         // Unconditional set; unchanged data still bumps the version.
         let s2 = zk.set_data(&base, b"two!", None).await.unwrap();
         assert_eq!(s2.version, 2);
@@ -252,11 +182,7 @@ fn get_set_delete_with_versions_and_stat_relations() {
         assert_eq!((p1.cversion, p1.num_children), (1, 1));
         assert_eq!((p1.mzxid, p1.version), (s3.mzxid, 3));
         assert_eq!(zk.delete(&base, None).await, Err(Error::NotEmpty));
-        assert_eq!(
-            zk.delete(&base, Some(99)).await,
-            Err(Error::BadVersion),
-            "BadVersion is checked before NotEmpty"
-        );
+        assert_eq!(zk.delete(&base, Some(99)).await, Err(Error::BadVersion), "BadVersion is checked before NotEmpty");
         zk.delete(&kid, Some(0)).await.unwrap();
         let p2 = stat(&zk, &base).await;
         assert!(p2.pzxid > ks.czxid, "child delete sets pzxid to its zxid");
@@ -279,48 +205,24 @@ fn error_codes_for_create_and_delete() {
         let zk = connect(srv.addr()).await;
         let base = unique_path("errs");
         zk.create(&base, b"", &persistent()).await.unwrap();
-        assert_eq!(
-            zk.create(&base, b"", &persistent()).await,
-            Err(Error::NodeExists)
-        );
-        assert_eq!(
-            zk.create(&base, b"", &ephemeral()).await,
-            Err(Error::NodeExists)
-        );
-        assert_eq!(
-            zk.create(&format!("{base}/no/such"), b"", &persistent())
-                .await,
-            Err(Error::NoNode)
-        );
-        assert_eq!(
-            zk.delete(&format!("{base}/missing"), None).await,
-            Err(Error::NoNode)
-        );
+        assert_eq!(zk.create(&base, b"", &persistent()).await, Err(Error::NodeExists));
+        assert_eq!(zk.create(&base, b"", &ephemeral()).await, Err(Error::NodeExists));
+        assert_eq!(zk.create(&format!("{base}/no/such"), b"", &persistent()).await, Err(Error::NoNode));
+        assert_eq!(zk.delete(&format!("{base}/missing"), None).await, Err(Error::NoNode));
         // The fixed nodes cannot be deleted.
         for special in ["/zookeeper", "/zookeeper/quota", "/zookeeper/config"] {
             let r = zk.delete(special, None).await;
-            assert!(
-                matches!(r, Err(Error::BadArguments(_))),
-                "delete {special}: {r:?}"
-            );
+            assert!(matches!(r, Err(Error::BadArguments(_))), "delete {special}: {r:?}");
         }
         // Parent of a create is an ephemeral: NoChildrenForEphemerals, also for sequential.
         let eph = format!("{base}/eph");
         zk.create(&eph, b"", &ephemeral()).await.unwrap();
         assert_eq!(
-            zk.create(
-                &format!("{eph}/s-"),
-                b"",
-                &opts(CreateMode::PersistentSequential)
-            )
-            .await
-            .map(|_| ()),
+            zk.create(&format!("{eph}/s-"), b"", &opts(CreateMode::PersistentSequential)).await.map(|_| ()),
             Err(Error::NoChildrenForEphemerals)
         );
         assert_eq!(
-            zk.create(&format!("{eph}/c"), b"", &opts(CreateMode::Container))
-                .await
-                .map(|_| ()),
+            zk.create(&format!("{eph}/c"), b"", &opts(CreateMode::Container)).await.map(|_| ()),
             Err(Error::NoChildrenForEphemerals)
         );
         // Nothing was left behind by the failures.
@@ -341,9 +243,7 @@ fn exists_and_children() {
         assert_eq!(zk.list_children(&base).await.unwrap(), Vec::<String>::new());
         let names = ["b", "a", "c-long-name", "ünïcode"];
         for n in names {
-            zk.create(&format!("{base}/{n}"), n.as_bytes(), &persistent())
-                .await
-                .unwrap();
+            zk.create(&format!("{base}/{n}"), n.as_bytes(), &persistent()).await.unwrap();
         }
         let mut listed = zk.list_children(&base).await.unwrap();
         listed.sort();
@@ -357,24 +257,14 @@ fn exists_and_children() {
         assert_eq!(st.num_children, 4);
         let (_, dst) = zk.get_data(&base).await.unwrap();
         assert_eq!(st, dst, "getChildren2 stat == getData stat");
-        assert_eq!(
-            zk.list_children(&format!("{base}/missing")).await,
-            Err(Error::NoNode)
-        );
-        assert_eq!(
-            zk.get_children(&format!("{base}/missing")).await,
-            Err(Error::NoNode)
-        );
+        assert_eq!(zk.list_children(&format!("{base}/missing")).await, Err(Error::NoNode));
+        assert_eq!(zk.get_children(&format!("{base}/missing")).await, Err(Error::NoNode));
         // exists on an existing node returns the same stat as getData.
         let (data, dst) = zk.get_data(&format!("{base}/a")).await.unwrap();
         assert_eq!(data, b"a");
         assert_eq!(stat(&zk, &format!("{base}/a")).await, dst);
         // The root lists "zookeeper"; the fixed nodes exist.
-        assert!(zk
-            .list_children("/")
-            .await
-            .unwrap()
-            .contains(&"zookeeper".to_string()));
+        assert!(zk.list_children("/").await.unwrap().contains(&"zookeeper".to_string()));
         let mut zkkids = zk.list_children("/zookeeper").await.unwrap();
         zkkids.sort();
         assert!(
@@ -393,15 +283,8 @@ fn special_nodes_and_config_acl() {
         let (_, cfg_stat) = zk.get_config().await.unwrap();
         assert_eq!(cfg_stat.ephemeral_owner, 0);
         let (acl, _) = zk.get_acl("/zookeeper/config").await.unwrap();
-        assert_eq!(
-            acl,
-            vec![Acl::new(Permission::READ, AuthId::anyone())],
-            "/zookeeper/config is world-readable only"
-        );
-        assert_eq!(
-            zk.set_data("/zookeeper/config", b"x", None).await,
-            Err(Error::NoAuth)
-        );
+        assert_eq!(acl, vec![Acl::new(Permission::READ, AuthId::anyone())], "/zookeeper/config is world-readable only");
+        assert_eq!(zk.set_data("/zookeeper/config", b"x", None).await, Err(Error::NoAuth));
         let (root_acl, root) = zk.get_acl("/").await.unwrap();
         assert_eq!(root_acl, vec![Acl::new(Permission::ALL, AuthId::anyone())]);
         assert!(root.num_children >= 1);
@@ -413,114 +296,62 @@ fn acl_digest_auth_and_no_auth() {
     let srv = Server::start();
     run(async {
         let owner = connect(srv.addr()).await;
-        within("auth", owner.auth("digest".to_string(), b"user:password".to_vec()))
-            .await
-            .unwrap();
+        within("auth", owner.auth("digest".to_string(), b"user:password".to_vec())).await.unwrap();
         let other = connect(srv.addr()).await;
         let base = unique_path("acl");
         owner.create(&base, b"", &persistent()).await.unwrap();
 
         // creator_all = auth scheme, expanded to the creator's digest id.
         let secret = format!("{base}/secret");
-        owner
-            .create(
-                &secret,
-                b"s3cret",
-                &CreateMode::Persistent.with_acls(Acls::creator_all()),
-            )
-            .await
-            .unwrap();
+        owner.create(&secret, b"s3cret", &CreateMode::Persistent.with_acls(Acls::creator_all())).await.unwrap();
         let (acl, st) = owner.get_acl(&secret).await.unwrap();
-        assert_eq!(
-            acl,
-            vec![Acl::new(
-                Permission::ALL,
-                AuthId::new("digest", "user:tpUq/4Pn5A64fVZyQ0gOJ8ZWqkY=")
-            )]
-        );
+        assert_eq!(acl, vec![Acl::new(Permission::ALL, AuthId::new("digest", "user:tpUq/4Pn5A64fVZyQ0gOJ8ZWqkY="))]);
         assert_eq!(st.aversion, 0);
         assert_eq!(owner.get_data(&secret).await.unwrap().0, b"s3cret");
         assert_eq!(other.get_data(&secret).await, Err(Error::NoAuth));
         assert_eq!(other.set_data(&secret, b"x", None).await, Err(Error::NoAuth));
         assert_eq!(other.list_children(&secret).await, Err(Error::NoAuth));
         assert_eq!(other.get_acl(&secret).await, Err(Error::NoAuth));
-        assert_eq!(
-            other
-                .create(&format!("{secret}/kid"), b"", &persistent())
-                .await
-                .map(|_| ()),
-            Err(Error::NoAuth)
-        );
+        assert_eq!(other.create(&format!("{secret}/kid"), b"", &persistent()).await.map(|_| ()), Err(Error::NoAuth));
         // exists on an existing node needs READ (ZOOKEEPER-4707, after 3.8.0; 3.8.0 itself
         // answers the stat).
         if !srv.is_zookeeper_380() {
-            assert_eq!(
-                other.check_stat(&secret).await,
-                Err(Error::NoAuth),
-                "exists on an existing node needs READ"
-            );
+            assert_eq!(other.check_stat(&secret).await, Err(Error::NoAuth), "exists on an existing node needs READ");
         }
         // delete needs DELETE on the parent (base is world ALL): allowed for anyone.
         // setACL needs ADMIN on the node.
         assert_eq!(
-            other
-                .set_acl(&secret, &[Acl::new(Permission::ALL, AuthId::anyone())], None)
-                .await,
+            other.set_acl(&secret, &[Acl::new(Permission::ALL, AuthId::anyone())], None).await,
             Err(Error::NoAuth)
         );
 
         // The super user bypasses ACLs.
         let root = connect(srv.addr()).await;
-        within("super auth", root.auth("digest".to_string(), b"super:test".to_vec()))
-            .await
-            .unwrap();
+        within("super auth", root.auth("digest".to_string(), b"super:test".to_vec())).await.unwrap();
         assert_eq!(root.get_data(&secret).await.unwrap().0, b"s3cret");
 
         // A second client with the same credentials is the same identity.
         let twin = connect(srv.addr()).await;
-        within("twin auth", twin.auth("digest".to_string(), b"user:password".to_vec()))
-            .await
-            .unwrap();
+        within("twin auth", twin.auth("digest".to_string(), b"user:password".to_vec())).await.unwrap();
         assert_eq!(twin.get_data(&secret).await.unwrap().0, b"s3cret");
 
         // Read-only node: read yes, write / create child no; delete of a child needs DELETE on
         // the parent.
         let ro = format!("{base}/ro");
-        owner
-            .create(&ro, b"r", &CreateMode::Persistent.with_acls(Acls::anyone_read()))
-            .await
-            .unwrap();
+        owner.create(&ro, b"r", &CreateMode::Persistent.with_acls(Acls::anyone_read())).await.unwrap();
         assert_eq!(other.get_data(&ro).await.unwrap().0, b"r");
         assert_eq!(other.set_data(&ro, b"x", None).await, Err(Error::NoAuth));
-        assert_eq!(
-            other
-                .create(&format!("{ro}/kid"), b"", &persistent())
-                .await
-                .map(|_| ()),
-            Err(Error::NoAuth)
-        );
+        assert_eq!(other.create(&format!("{ro}/kid"), b"", &persistent()).await.map(|_| ()), Err(Error::NoAuth));
 
         // Parent without DELETE for the world: a child cannot be deleted by "other".
         let nodel = format!("{base}/nodel");
         let nodel_acl = [
-            Acl::new(
-                Permission::READ | Permission::WRITE | Permission::CREATE | Permission::ADMIN,
-                AuthId::anyone(),
-            ),
+            Acl::new(Permission::READ | Permission::WRITE | Permission::CREATE | Permission::ADMIN, AuthId::anyone()),
             Acl::new(Permission::ALL, AuthId::new("digest", "user:tpUq/4Pn5A64fVZyQ0gOJ8ZWqkY=")),
         ];
-        owner
-            .create(&nodel, b"", &CreateMode::Persistent.with_acls(Acls::new(&nodel_acl)))
-            .await
-            .unwrap();
-        other
-            .create(&format!("{nodel}/kid"), b"", &persistent())
-            .await
-            .unwrap();
-        assert_eq!(
-            other.delete(&format!("{nodel}/kid"), None).await,
-            Err(Error::NoAuth)
-        );
+        owner.create(&nodel, b"", &CreateMode::Persistent.with_acls(Acls::new(&nodel_acl))).await.unwrap();
+        other.create(&format!("{nodel}/kid"), b"", &persistent()).await.unwrap();
+        assert_eq!(other.delete(&format!("{nodel}/kid"), None).await, Err(Error::NoAuth));
         owner.delete(&format!("{nodel}/kid"), None).await.unwrap();
 
         // getACL without ADMIN masks digest ids.
@@ -529,10 +360,7 @@ fn acl_digest_auth_and_no_auth() {
             Acl::new(Permission::READ, AuthId::anyone()),
             Acl::new(Permission::ALL, AuthId::new("digest", "user:tpUq/4Pn5A64fVZyQ0gOJ8ZWqkY=")),
         ];
-        owner
-            .create(&masked, b"", &CreateMode::Persistent.with_acls(Acls::new(&masked_acl)))
-            .await
-            .unwrap();
+        owner.create(&masked, b"", &CreateMode::Persistent.with_acls(Acls::new(&masked_acl))).await.unwrap();
         let (seen_by_other, _) = other.get_acl(&masked).await.unwrap();
         assert_eq!(
             seen_by_other,
@@ -548,27 +376,17 @@ fn acl_digest_auth_and_no_auth() {
         // ip scheme.
         let ip_ok = format!("{base}/ip-ok");
         let ip_acl = [Acl::new(Permission::ALL, AuthId::new("ip", "127.0.0.1"))];
-        owner
-            .create(&ip_ok, b"ip", &CreateMode::Persistent.with_acls(Acls::new(&ip_acl)))
-            .await
-            .unwrap();
+        owner.create(&ip_ok, b"ip", &CreateMode::Persistent.with_acls(Acls::new(&ip_acl))).await.unwrap();
         assert_eq!(other.get_data(&ip_ok).await.unwrap().0, b"ip");
         let ip_no = format!("{base}/ip-no");
         let ip_acl2 = [Acl::new(Permission::ALL, AuthId::new("ip", "10.1.2.0/24"))];
-        owner
-            .create(&ip_no, b"", &CreateMode::Persistent.with_acls(Acls::new(&ip_acl2)))
-            .await
-            .unwrap();
+        owner.create(&ip_no, b"", &CreateMode::Persistent.with_acls(Acls::new(&ip_acl2))).await.unwrap();
         assert_eq!(other.get_data(&ip_no).await, Err(Error::NoAuth));
 
         // Invalid ACLs.
         assert_eq!(
             other
-                .create(
-                    &format!("{base}/noauth-creator"),
-                    b"",
-                    &CreateMode::Persistent.with_acls(Acls::creator_all())
-                )
+                .create(&format!("{base}/noauth-creator"), b"", &CreateMode::Persistent.with_acls(Acls::creator_all()))
                 .await
                 .map(|_| ()),
             Err(Error::InvalidAcl),
@@ -577,20 +395,12 @@ fn acl_digest_auth_and_no_auth() {
         let bad = [Acl::new(Permission::ALL, AuthId::new("digest", "nocolon"))];
         assert_eq!(
             owner
-                .create(
-                    &format!("{base}/bad"),
-                    b"",
-                    &CreateMode::Persistent.with_acls(Acls::new(&bad))
-                )
+                .create(&format!("{base}/bad"), b"", &CreateMode::Persistent.with_acls(Acls::new(&bad)))
                 .await
                 .map(|_| ()),
             Err(Error::InvalidAcl)
         );
-        assert_eq!(
-            owner.set_acl(&ro, &[], None).await,
-            Err(Error::InvalidAcl),
-            "empty ACL list"
-        );
+        assert_eq!(owner.set_acl(&ro, &[], None).await, Err(Error::InvalidAcl), "empty ACL list");
     });
 }
 
@@ -614,16 +424,10 @@ fn set_acl_versions_and_stat() {
             "expected version is compared with aversion"
         );
         assert_eq!(zk.set_data(&base, b"x", None).await, Err(Error::NoAuth));
-        let s2 = zk
-            .set_acl(&base, &[Acl::new(Permission::ALL, AuthId::anyone())], Some(1))
-            .await
-            .unwrap();
+        let s2 = zk.set_acl(&base, &[Acl::new(Permission::ALL, AuthId::anyone())], Some(1)).await.unwrap();
         assert_eq!(s2.aversion, 2);
         zk.set_data(&base, b"x", Some(0)).await.unwrap();
-        assert_eq!(
-            zk.set_acl(&format!("{base}/missing"), &read_all, None).await,
-            Err(Error::NoNode)
-        );
+        assert_eq!(zk.set_acl(&format!("{base}/missing"), &read_all, None).await, Err(Error::NoNode));
     });
 }
 
@@ -634,15 +438,10 @@ fn whoami_lists_auth_ids() {
         let zk = connect(srv.addr()).await;
         let users = zk.list_auth_users().await.unwrap();
         assert_eq!(users, vec![AuthUser::new("ip", "127.0.0.1")]);
-        within("auth", zk.auth("digest".to_string(), b"user:password".to_vec()))
-            .await
-            .unwrap();
+        within("auth", zk.auth("digest".to_string(), b"user:password".to_vec())).await.unwrap();
         let mut users = zk.list_auth_users().await.unwrap();
         users.sort_by(|a, b| a.scheme().cmp(b.scheme()));
-        assert_eq!(
-            users,
-            vec![AuthUser::new("digest", "user"), AuthUser::new("ip", "127.0.0.1")]
-        );
+        assert_eq!(users, vec![AuthUser::new("digest", "user"), AuthUser::new("ip", "127.0.0.1")]);
     });
 }
 
@@ -676,8 +475,7 @@ fn multi_write_success_and_failure() {
         let mut w = zk.new_multi_writer();
         w.add_create(&a, b"A", &persistent()).unwrap();
         w.add_create(&b, b"B", &persistent()).unwrap();
-        w.add_create(&format!("{base}/s-"), b"", &opts(CreateMode::PersistentSequential))
-            .unwrap();
+        w.add_create(&format!("{base}/s-"), b"", &opts(CreateMode::PersistentSequential)).unwrap();
         w.add_set_data(&a, b"A2", Some(0)).unwrap();
         w.add_check_version(&a, 1).unwrap();
         let results = within("multi", w.commit()).await.unwrap();
@@ -712,13 +510,7 @@ fn multi_write_success_and_failure() {
         w.add_delete(&format!("{base}/missing"), None).unwrap();
         w.add_set_data(&b, b"B2", None).unwrap();
         let err = within("failing multi", w.commit()).await.unwrap_err();
-        assert_eq!(
-            err,
-            MultiWriteError::OperationFailed {
-                index: 2,
-                source: Error::NoNode
-            }
-        );
+        assert_eq!(err, MultiWriteError::OperationFailed { index: 2, source: Error::NoNode });
         assert_eq!(zk.check_stat(&format!("{base}/new")).await, Ok(None));
         assert_eq!(zk.get_data(&a).await.unwrap(), (b"A2".to_vec(), sa));
 
@@ -728,10 +520,7 @@ fn multi_write_success_and_failure() {
         w.add_delete(&b, None).unwrap();
         assert_eq!(
             within("check multi", w.commit()).await.unwrap_err(),
-            MultiWriteError::OperationFailed {
-                index: 0,
-                source: Error::BadVersion
-            }
+            MultiWriteError::OperationFailed { index: 0, source: Error::BadVersion }
         );
         // NotEmpty inside multi, and a later op that would have fixed it does not count.
         let mut w = zk.new_multi_writer();
@@ -739,10 +528,7 @@ fn multi_write_success_and_failure() {
         w.add_delete(&b, None).unwrap();
         assert_eq!(
             within("notempty multi", w.commit()).await.unwrap_err(),
-            MultiWriteError::OperationFailed {
-                index: 0,
-                source: Error::NotEmpty
-            }
+            MultiWriteError::OperationFailed { index: 0, source: Error::NotEmpty }
         );
         // In the right order it works, and sees earlier ops.
         let mut w = zk.new_multi_writer();
@@ -779,12 +565,8 @@ fn multi_read() {
         let zk = connect(srv.addr()).await;
         let base = unique_path("mread");
         zk.create(&base, b"root", &persistent()).await.unwrap();
-        zk.create(&format!("{base}/k1"), b"", &persistent())
-            .await
-            .unwrap();
-        zk.create(&format!("{base}/k2"), b"", &persistent())
-            .await
-            .unwrap();
+        zk.create(&format!("{base}/k1"), b"", &persistent()).await.unwrap();
+        zk.create(&format!("{base}/k2"), b"", &persistent()).await.unwrap();
         let base_stat = stat(&zk, &base).await;
         let mut r = zk.new_multi_reader();
         r.add_get_data(&base).unwrap();
@@ -809,10 +591,7 @@ fn multi_read() {
             other => panic!("expected Children, got {other:?}"),
         }
         for r in &results[2..] {
-            assert!(
-                matches!(r, MultiReadResult::Error { err: Error::NoNode }),
-                "expected NoNode, got {r:?}"
-            );
+            assert!(matches!(r, MultiReadResult::Error { err: Error::NoNode }), "expected NoNode, got {r:?}");
         }
     });
 }
@@ -827,49 +606,21 @@ fn all_children_number_and_ephemerals() {
         zk.create(&base, b"", &persistent()).await.unwrap();
         assert_eq!(zk.count_descendants_number(&base).await.unwrap(), 0);
         for p in ["a", "a/b", "a/b/c", "d"] {
-            zk.create(&format!("{base}/{p}"), b"", &persistent())
-                .await
-                .unwrap();
+            zk.create(&format!("{base}/{p}"), b"", &persistent()).await.unwrap();
         }
-        zk.create(&format!("{base}/a/e1"), b"", &ephemeral())
-            .await
-            .unwrap();
-        zk.create(&format!("{base}/e2"), b"", &ephemeral())
-            .await
-            .unwrap();
-        other
-            .create(&format!("{base}/d/theirs"), b"", &ephemeral())
-            .await
-            .unwrap();
+        zk.create(&format!("{base}/a/e1"), b"", &ephemeral()).await.unwrap();
+        zk.create(&format!("{base}/e2"), b"", &ephemeral()).await.unwrap();
+        other.create(&format!("{base}/d/theirs"), b"", &ephemeral()).await.unwrap();
         assert_eq!(zk.count_descendants_number(&base).await.unwrap(), 7);
-        assert_eq!(
-            zk.count_descendants_number(&format!("{base}/a"))
-                .await
-                .unwrap(),
-            3
-        );
-        assert_eq!(
-            zk.count_descendants_number(&format!("{base}/missing")).await,
-            Err(Error::NoNode)
-        );
+        assert_eq!(zk.count_descendants_number(&format!("{base}/a")).await.unwrap(), 3);
+        assert_eq!(zk.count_descendants_number(&format!("{base}/missing")).await, Err(Error::NoNode));
 
         let mut mine = zk.list_ephemerals(&base).await.unwrap();
         mine.sort();
         assert_eq!(mine, vec![format!("{base}/a/e1"), format!("{base}/e2")]);
-        assert_eq!(
-            zk.list_ephemerals(&format!("{base}/a")).await.unwrap(),
-            vec![format!("{base}/a/e1")]
-        );
-        assert_eq!(
-            other.list_ephemerals(&base).await.unwrap(),
-            vec![format!("{base}/d/theirs")]
-        );
-        assert_eq!(
-            zk.list_ephemerals(&format!("{base}/nothing-here"))
-                .await
-                .unwrap(),
-            Vec::<String>::new()
-        );
+        assert_eq!(zk.list_ephemerals(&format!("{base}/a")).await.unwrap(), vec![format!("{base}/a/e1")]);
+        assert_eq!(other.list_ephemerals(&base).await.unwrap(), vec![format!("{base}/d/theirs")]);
+        assert_eq!(zk.list_ephemerals(&format!("{base}/nothing-here")).await.unwrap(), Vec::<String>::new());
         // "/" lists every ephemeral of the session.
         let all = zk.list_ephemerals("/").await.unwrap();
         assert!(all.contains(&format!("{base}/e2")), "{all:?}");
@@ -887,9 +638,7 @@ fn sync_answers() {
         within("sync", zk.sync(&base)).await.unwrap();
         assert_eq!(zk.get_data(&base).await.unwrap().0, b"v");
         // sync has no existence check.
-        within("sync missing", zk.sync(&format!("{base}/missing")))
-            .await
-            .unwrap();
+        within("sync missing", zk.sync(&format!("{base}/missing"))).await.unwrap();
         within("sync root", zk.sync("/")).await.unwrap();
     });
 }
@@ -913,10 +662,7 @@ fn writes_get_increasing_zxids_and_reads_see_own_writes() {
         }
         // Many writes issued without awaiting in between complete in order.
         let names: Vec<String> = (0..50).map(|i| format!("{base}/n{i:03}")).collect();
-        let futs: Vec<_> = names
-            .iter()
-            .map(|name| zk.create(name, b"", &persistent()))
-            .collect();
+        let futs: Vec<_> = names.iter().map(|name| zk.create(name, b"", &persistent())).collect();
         let mut prev = last;
         for f in futs {
             let (s, _) = within("pipelined create", f).await.unwrap();
@@ -936,34 +682,14 @@ fn container_and_ttl_nodes_are_reaped() {
         zk.create(&base, b"", &persistent()).await.unwrap();
         let container = format!("{base}/container");
         let never_used = format!("{base}/never-used");
-        zk.create(&container, b"", &opts(CreateMode::Container))
-            .await
-            .unwrap();
-        zk.create(&never_used, b"", &opts(CreateMode::Container))
-            .await
-            .unwrap();
-        zk.create(&format!("{container}/kid"), b"", &persistent())
-            .await
-            .unwrap();
+        zk.create(&container, b"", &opts(CreateMode::Container)).await.unwrap();
+        zk.create(&never_used, b"", &opts(CreateMode::Container)).await.unwrap();
+        zk.create(&format!("{container}/kid"), b"", &persistent()).await.unwrap();
         let ttl = format!("{base}/ttl");
-        zk.create(
-            &ttl,
-            b"",
-            &opts(CreateMode::Persistent).with_ttl(Duration::from_millis(500)),
-        )
-        .await
-        .unwrap();
+        zk.create(&ttl, b"", &opts(CreateMode::Persistent).with_ttl(Duration::from_millis(500))).await.unwrap();
         let ttl_parent = format!("{base}/ttl-with-kid");
-        zk.create(
-            &ttl_parent,
-            b"",
-            &opts(CreateMode::Persistent).with_ttl(Duration::from_millis(500)),
-        )
-        .await
-        .unwrap();
-        zk.create(&format!("{ttl_parent}/kid"), b"", &persistent())
-            .await
-            .unwrap();
+        zk.create(&ttl_parent, b"", &opts(CreateMode::Persistent).with_ttl(Duration::from_millis(500))).await.unwrap();
+        zk.create(&format!("{ttl_parent}/kid"), b"", &persistent()).await.unwrap();
         zk.delete(&format!("{container}/kid"), None).await.unwrap();
 
         // The reaper runs every znode.container.checkIntervalMs (1 s in the test config).

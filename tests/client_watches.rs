@@ -20,20 +20,12 @@ async fn next_persistent(w: &mut PersistentWatcher, what: &str) -> WatchedEvent 
 }
 
 fn assert_event(ev: &WatchedEvent, kind: EventType, path: &str) {
-    assert_eq!(
-        (ev.event_type, ev.path.as_str()),
-        (kind, path),
-        "unexpected event {ev:?}"
-    );
+    assert_eq!((ev.event_type, ev.path.as_str()), (kind, path), "unexpected event {ev:?}");
 }
 
 /// Notification zxid: −1 (≤ 3.8) or the zxid of the transaction (3.9+).
 fn assert_event_zxid(ev: &WatchedEvent, txn_zxid: i64) {
-    assert!(
-        ev.zxid == -1 || ev.zxid == txn_zxid,
-        "event zxid {} is neither -1 nor the txn zxid {txn_zxid}",
-        ev.zxid
-    );
+    assert!(ev.zxid == -1 || ev.zxid == txn_zxid, "event zxid {} is neither -1 nor the txn zxid {txn_zxid}", ev.zxid);
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -72,22 +64,12 @@ fn data_exist_and_child_watches_fire() {
         let (_, w) = a.list_and_watch_children(&base).await.unwrap();
         b.set_data(&base, b"2", None).await.unwrap();
         b.set_data(&kid, b"y", None).await.unwrap();
-        b.create(&format!("{base}/kid2"), b"", &persistent())
-            .await
-            .unwrap();
-        assert_event(
-            &next_oneshot(w, "child watch").await,
-            EventType::NodeChildrenChanged,
-            &base,
-        );
+        b.create(&format!("{base}/kid2"), b"", &persistent()).await.unwrap();
+        assert_event(&next_oneshot(w, "child watch").await, EventType::NodeChildrenChanged, &base);
         // ... and by a child delete.
         let (_, _, w) = a.get_and_watch_children(&base).await.unwrap();
         b.delete(&format!("{base}/kid2"), None).await.unwrap();
-        assert_event(
-            &next_oneshot(w, "child watch on delete").await,
-            EventType::NodeChildrenChanged,
-            &base,
-        );
+        assert_event(&next_oneshot(w, "child watch on delete").await, EventType::NodeChildrenChanged, &base);
 
         // Delete of the watched node fires NodeDeleted for data, exist and child watches.
         let (_, _, wd) = a.get_and_watch_data(&kid).await.unwrap();
@@ -137,9 +119,7 @@ fn event_arrives_before_a_read_that_sees_the_change() {
                 if data == new.as_bytes() {
                     let ev = tokio::time::timeout(Duration::ZERO, w.take().unwrap().changed())
                         .await
-                        .unwrap_or_else(|_| {
-                            panic!("round {round}: read saw the new data before the watch event")
-                        });
+                        .unwrap_or_else(|_| panic!("round {round}: read saw the new data before the watch event"));
                     assert_event(&ev, EventType::NodeDataChanged, &base);
                     seen = true;
                     break;
@@ -225,33 +205,20 @@ fn persistent_watch_sees_node_and_child_list_changes() {
         assert_event(&next_persistent(&mut w, "changed again").await, EventType::NodeDataChanged, &p);
         let c = format!("{p}/c");
         b.create(&c, b"", &persistent()).await.unwrap();
-        assert_event(
-            &next_persistent(&mut w, "child created").await,
-            EventType::NodeChildrenChanged,
-            &p,
-        );
+        assert_event(&next_persistent(&mut w, "child created").await, EventType::NodeChildrenChanged, &p);
         // Changes below the child and to a sibling with a common prefix are not seen.
         b.set_data(&c, b"x", None).await.unwrap();
         b.create(&format!("{c}/g"), b"", &persistent()).await.unwrap();
         b.create(&format!("{p}x"), b"", &persistent()).await.unwrap();
         b.delete(&format!("{c}/g"), None).await.unwrap();
         b.delete(&c, None).await.unwrap();
-        assert_event(
-            &next_persistent(&mut w, "child deleted").await,
-            EventType::NodeChildrenChanged,
-            &p,
-        );
+        assert_event(&next_persistent(&mut w, "child deleted").await, EventType::NodeChildrenChanged, &p);
         b.delete(&p, None).await.unwrap();
         assert_event(&next_persistent(&mut w, "deleted").await, EventType::NodeDeleted, &p);
         // Still there after the node is gone.
         b.create(&p, b"", &persistent()).await.unwrap();
         assert_event(&next_persistent(&mut w, "re-created").await, EventType::NodeCreated, &p);
-        assert!(
-            tokio::time::timeout(Duration::from_millis(200), w.changed())
-                .await
-                .is_err(),
-            "no further events"
-        );
+        assert!(tokio::time::timeout(Duration::from_millis(200), w.changed()).await.is_err(), "no further events");
     });
 }
 
@@ -293,9 +260,7 @@ fn persistent_recursive_watch_sees_the_subtree_without_child_events() {
             assert_event(&ev, *kind, path);
         }
         assert!(
-            tokio::time::timeout(Duration::from_millis(200), w.changed())
-                .await
-                .is_err(),
+            tokio::time::timeout(Duration::from_millis(200), w.changed()).await.is_err(),
             "no NodeChildrenChanged or other extra events"
         );
     });
@@ -344,11 +309,7 @@ fn session_close_fires_node_deleted_for_ephemerals() {
         drop(owner); // not detached: sends closeSession
         assert_event(&next_oneshot(wd, "e1 deleted").await, EventType::NodeDeleted, &e1);
         assert_event(&next_oneshot(we, "e2 deleted").await, EventType::NodeDeleted, &e2);
-        assert_event(
-            &next_oneshot(wc, "parent children changed").await,
-            EventType::NodeChildrenChanged,
-            &base,
-        );
+        assert_event(&next_oneshot(wc, "parent children changed").await, EventType::NodeChildrenChanged, &base);
         assert_eq!(observer.check_stat(&e1).await.unwrap(), None);
         assert_eq!(observer.check_stat(&e2).await.unwrap(), None);
         let (kids, st) = observer.get_children(&base).await.unwrap();
@@ -369,14 +330,8 @@ fn create_raw(c: &mut RawConn, path: &str) {
 }
 
 fn expect_event(c: &mut RawConn, kind: i32, path: &str) {
-    let ev = c
-        .next_event()
-        .unwrap_or_else(|e| panic!("waiting for event {kind} on {path}: {e:?}"));
-    assert_eq!(
-        (ev.kind, ev.path.as_str(), ev.state),
-        (kind, path, 3),
-        "unexpected event {ev:?}"
-    );
+    let ev = c.next_event().unwrap_or_else(|e| panic!("waiting for event {kind} on {path}: {e:?}"));
+    assert_eq!((ev.kind, ev.path.as_str(), ev.state), (kind, path, 3), "unexpected event {ev:?}");
 }
 
 #[test]
@@ -435,17 +390,15 @@ fn raw_event_precedes_reply_of_a_read_that_sees_the_change() {
         let data = format!("v{round}");
         r.get_data(&base, true).unwrap();
         // Send the write without reading its reply, then read on r until the change shows.
-        w.send_request(
-            op::SET_DATA,
-            &Enc::new().str(&base).buf(Some(data.as_bytes())).i32(-1).bytes(),
-        );
+        w.send_request(op::SET_DATA, &Enc::new().str(&base).buf(Some(data.as_bytes())).i32(-1).bytes());
         let mut seen = false;
         for _ in 0..10_000 {
             let (got, _) = r.get_data(&base, false).unwrap();
             if got.as_deref() == Some(data.as_bytes()) {
-                let ev = r.events.pop_front().unwrap_or_else(|| {
-                    panic!("round {round}: getData reply showed the change before its event")
-                });
+                let ev = r
+                    .events
+                    .pop_front()
+                    .unwrap_or_else(|| panic!("round {round}: getData reply showed the change before its event"));
                 assert_eq!((ev.kind, ev.path.as_str()), (event::NODE_DATA_CHANGED, base.as_str()));
                 seen = true;
                 break;
@@ -457,15 +410,9 @@ fn raw_event_precedes_reply_of_a_read_that_sees_the_change() {
     }
     // The writer's own watch fires before its write reply.
     w.get_data(&base, true).unwrap();
-    let (h, _) = w.call(
-        op::SET_DATA,
-        &Enc::new().str(&base).buf(Some(b"own")).i32(-1).bytes(),
-    );
+    let (h, _) = w.call(op::SET_DATA, &Enc::new().str(&base).buf(Some(b"own")).i32(-1).bytes());
     assert_eq!(h.err, 0);
-    let ev = w
-        .events
-        .pop_front()
-        .expect("event before the setData reply on the writer's own connection");
+    let ev = w.events.pop_front().expect("event before the setData reply on the writer's own connection");
     assert_eq!(ev.kind, event::NODE_DATA_CHANGED);
     assert!(ev.zxid == -1 || ev.zxid == h.zxid, "notification zxid {:#x}", ev.zxid);
 }
@@ -480,9 +427,7 @@ fn raw_remove_watches() {
     let p = format!("{base}/p");
     create_raw(&mut w, &p);
     let remove = |r: &mut RawConn, path: &str, kind: i32| {
-        r.call(op::REMOVE_WATCHES, &Enc::new().str(path).i32(kind).bytes())
-            .0
-            .err
+        r.call(op::REMOVE_WATCHES, &Enc::new().str(path).i32(kind).bytes()).0.err
     };
 
     // Nothing to remove.
@@ -509,14 +454,8 @@ fn raw_remove_watches() {
 
     // Persistent and recursive watches are removed whole with type Any.
     let s2 = format!("{base}/s2");
-    assert_eq!(
-        r.call(op::ADD_WATCH, &Enc::new().str(&p).i32(0).bytes()).0.err,
-        0
-    );
-    assert_eq!(
-        r.call(op::ADD_WATCH, &Enc::new().str(&base).i32(1).bytes()).0.err,
-        0
-    );
+    assert_eq!(r.call(op::ADD_WATCH, &Enc::new().str(&p).i32(0).bytes()).0.err, 0);
+    assert_eq!(r.call(op::ADD_WATCH, &Enc::new().str(&base).i32(1).bytes()).0.err, 0);
     assert_eq!(remove(&mut r, &p, 3), 0);
     assert_eq!(remove(&mut r, &base, 3), 0);
     assert_eq!(remove(&mut r, &p, 3), code::NO_WATCHER);
@@ -546,10 +485,7 @@ fn raw_persistent_watch_events_and_add_watch_on_missing_path() {
     create_raw(&mut w, &base);
     let p = format!("{base}/p");
     // addWatch needs no node and no ACL.
-    assert_eq!(
-        r.call(op::ADD_WATCH, &Enc::new().str(&p).i32(1).bytes()).0.err,
-        0
-    );
+    assert_eq!(r.call(op::ADD_WATCH, &Enc::new().str(&p).i32(1).bytes()).0.err, 0);
     create_raw(&mut w, &p);
     create_raw(&mut w, &format!("{p}/c"));
     set_data_raw(&mut w, &format!("{p}/c"), b"x");
@@ -632,14 +568,8 @@ fn raw_set_watches_catch_up_and_registration() {
     // SetWatches2 (105) with persistent and recursive watches: no catch-up, registered.
     let mut r2 = RawConn::session(srv.addr(), 10_000);
     let empty = Enc::new().i32(0).bytes();
-    let body = Enc::new()
-        .i64(rel)
-        .raw(&empty)
-        .raw(&empty)
-        .raw(&empty)
-        .raw(&strs(&[&changed]))
-        .raw(&strs(&[&kids]))
-        .bytes();
+    let body =
+        Enc::new().i64(rel).raw(&empty).raw(&empty).raw(&empty).raw(&strs(&[&changed])).raw(&strs(&[&kids])).bytes();
     let (h, _) = r2.call(105, &body);
     assert_eq!(h.err, 0);
     assert!(r2.events.is_empty(), "no catch-up for persistent watches: {:?}", r2.events);

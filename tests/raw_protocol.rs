@@ -11,8 +11,7 @@ use common::*;
 const CLOSE_WAIT: Duration = Duration::from_secs(5);
 
 fn stat_of(conn: &mut RawConn, path: &str) -> RawStat {
-    conn.exists(path, false)
-        .unwrap_or_else(|e| panic!("exists {path}: {e}"))
+    conn.exists(path, false).unwrap_or_else(|e| panic!("exists {path}: {e}"))
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -22,19 +21,13 @@ fn stat_of(conn: &mut RawConn, path: &str) -> RawStat {
 fn handshake_with_readonly_byte_answers_41_bytes() {
     let srv = Server::start();
     let mut c = RawConn::open(srv.addr());
-    let resp = c
-        .handshake(&connect_request(0, 30_000, 0, Some(&[0u8; 16]), Some(false)))
-        .expect("connect response");
+    let resp = c.handshake(&connect_request(0, 30_000, 0, Some(&[0u8; 16]), Some(false))).expect("connect response");
     assert_eq!(resp.body_len, 37, "frame must be 4 + 37 = 41 bytes: {resp:?}");
     assert_eq!(resp.protocol_version, 0);
     assert_eq!(resp.timeout_ms, 30_000, "30 s is inside 4 s..40 s");
     assert_ne!(resp.session_id, 0);
     assert_ne!(resp.session_id, i64::MIN, "0x8000000000000000 is the container marker");
-    assert_ne!(
-        (resp.session_id as u64) >> 56,
-        0xff,
-        "top byte 0xff is reserved for TTL nodes"
-    );
+    assert_ne!((resp.session_id as u64) >> 56, 0xff, "top byte 0xff is reserved for TTL nodes");
     assert_eq!(resp.passwd.as_ref().map(|p| p.len()), Some(16));
     assert_eq!(resp.read_only, Some(false));
     // The session works.
@@ -47,9 +40,7 @@ fn handshake_with_readonly_byte_answers_41_bytes() {
 fn handshake_without_readonly_byte_answers_40_bytes() {
     let srv = Server::start();
     let mut c = RawConn::open(srv.addr());
-    let resp = c
-        .handshake(&connect_request(0, 30_000, 0, Some(&[0u8; 16]), None))
-        .expect("connect response");
+    let resp = c.handshake(&connect_request(0, 30_000, 0, Some(&[0u8; 16]), None)).expect("connect response");
     assert_eq!(resp.body_len, 36, "old client: no readOnly byte, 4 + 36 = 40 bytes");
     assert_eq!(resp.read_only, None);
     assert_ne!(resp.session_id, 0);
@@ -61,9 +52,7 @@ fn handshake_without_readonly_byte_answers_40_bytes() {
 fn handshake_with_empty_password_like_the_rust_crate() {
     let srv = Server::start();
     let mut c = RawConn::open(srv.addr());
-    let resp = c
-        .handshake(&connect_request(0, 10_000, 0, Some(&[]), Some(false)))
-        .expect("connect response");
+    let resp = c.handshake(&connect_request(0, 10_000, 0, Some(&[]), Some(false))).expect("connect response");
     assert_eq!(resp.body_len, 37);
     assert_ne!(resp.session_id, 0);
     assert_eq!(resp.passwd.as_ref().map(|p| p.len()), Some(16));
@@ -74,20 +63,10 @@ fn handshake_with_empty_password_like_the_rust_crate() {
 fn handshake_clamps_timeout_and_issues_distinct_sessions() {
     let srv = Server::start();
     let mut a = RawConn::open(srv.addr());
-    let ra = a
-        .handshake(&connect_request(0, 1, 0, Some(&[0u8; 16]), Some(false)))
-        .unwrap();
+    let ra = a.handshake(&connect_request(0, 1, 0, Some(&[0u8; 16]), Some(false))).unwrap();
     assert_eq!(ra.timeout_ms, 2 * TICK_TIME_MS, "minimum is 2 x tickTime");
     let mut b = RawConn::open(srv.addr());
-    let rb = b
-        .handshake(&connect_request(
-            0,
-            1_000_000,
-            0,
-            Some(&[0u8; 16]),
-            Some(false),
-        ))
-        .unwrap();
+    let rb = b.handshake(&connect_request(0, 1_000_000, 0, Some(&[0u8; 16]), Some(false))).unwrap();
     assert_eq!(rb.timeout_ms, 20 * TICK_TIME_MS, "maximum is 20 x tickTime");
     assert_ne!(ra.session_id, rb.session_id);
     assert_ne!(ra.passwd, rb.passwd, "each session gets its own password");
@@ -101,12 +80,7 @@ fn requests_pipelined_behind_the_connect_request_are_answered_after_it() {
     let connect = connect_request(0, 10_000, 0, Some(&[0u8; 16]), Some(false));
     bytes.extend_from_slice(&(connect.len() as i32).to_be_bytes());
     bytes.extend_from_slice(&connect);
-    let get = Enc::new()
-        .i32(7)
-        .i32(op::EXISTS)
-        .str("/zookeeper")
-        .bool(false)
-        .bytes();
+    let get = Enc::new().i32(7).i32(op::EXISTS).str("/zookeeper").bool(false).bytes();
     bytes.extend_from_slice(&(get.len() as i32).to_be_bytes());
     bytes.extend_from_slice(&get);
     c.send_raw(&bytes);
@@ -123,13 +97,7 @@ fn requests_pipelined_behind_the_connect_request_are_answered_after_it() {
 fn last_zxid_seen_ahead_of_server_is_refused_without_response() {
     let srv = Server::start();
     let mut c = RawConn::open(srv.addr());
-    c.send_frame(&connect_request(
-        0x7fff_0000_0000_0000,
-        10_000,
-        0,
-        Some(&[0u8; 16]),
-        Some(false),
-    ));
+    c.send_frame(&connect_request(0x7fff_0000_0000_0000, 10_000, 0, Some(&[0u8; 16]), Some(false)));
     c.expect_closed(CLOSE_WAIT, "client has seen a zxid the server has not");
     // Nothing else is affected.
     let mut ok = RawConn::session(srv.addr(), 10_000);
@@ -146,9 +114,7 @@ fn reattach_with_wrong_password_or_unknown_session_is_rejected() {
 
     // Correct password on a new connection: same session, same password.
     let mut again = RawConn::open(srv.addr());
-    let r = again
-        .handshake(&connect_request(0, 10_000, id, Some(&good), Some(false)))
-        .expect("reattach response");
+    let r = again.handshake(&connect_request(0, 10_000, id, Some(&good), Some(false))).expect("reattach response");
     assert_eq!(r.session_id, id);
     assert!(r.timeout_ms > 0);
     assert_eq!(r.passwd.as_deref(), Some(&good[..]));
@@ -169,11 +135,7 @@ fn reattach_with_wrong_password_or_unknown_session_is_rejected() {
         assert_eq!(r.protocol_version, 0, "{what}");
         assert_eq!(r.timeout_ms, 0, "{what}: timeOut must be 0");
         assert_eq!(r.session_id, 0, "{what}: sessionId must be 0");
-        assert_eq!(
-            r.passwd,
-            Some(vec![0u8; 16]),
-            "{what}: password must be 16 zero bytes"
-        );
+        assert_eq!(r.passwd, Some(vec![0u8; 16]), "{what}: password must be 16 zero bytes");
         c.expect_closed(CLOSE_WAIT, what);
     }
 }
@@ -210,20 +172,9 @@ fn replies_echo_arbitrary_xids_in_request_order() {
     // C-client style xids: large, sparse. Pipeline all five in one write.
     let xids = [1_700_000_000, 1_700_000_001, 5, 1_700_000_003, i32::MAX];
     let bodies = [
-        (
-            op::CREATE,
-            Enc::new()
-                .str(&base)
-                .buf(Some(b"v0"))
-                .world_acl(31)
-                .i32(0)
-                .bytes(),
-        ),
+        (op::CREATE, Enc::new().str(&base).buf(Some(b"v0")).world_acl(31).i32(0).bytes()),
         (op::GET_DATA, Enc::new().str(&base).bool(false).bytes()),
-        (
-            op::SET_DATA,
-            Enc::new().str(&base).buf(Some(b"v1")).i32(0).bytes(),
-        ),
+        (op::SET_DATA, Enc::new().str(&base).buf(Some(b"v1")).i32(0).bytes()),
         (op::EXISTS, Enc::new().str("/nope-missing").bool(false).bytes()),
         (op::GET_DATA, Enc::new().str(&base).bool(false).bytes()),
     ];
@@ -262,9 +213,7 @@ fn unknown_opcode_gets_unimplemented_then_close() {
     for opcode in [999, op::NOTIFICATION] {
         let mut c = RawConn::session(srv.addr(), 10_000);
         let xid = c.send_request(opcode, &Enc::new().str("/").bytes());
-        let (h, body) = c
-            .read_reply()
-            .unwrap_or_else(|e| panic!("op {opcode}: no reply: {e:?}"));
+        let (h, body) = c.read_reply().unwrap_or_else(|e| panic!("op {opcode}: no reply: {e:?}"));
         assert_eq!(h.xid, xid, "op {opcode}");
         assert_eq!(h.err, code::UNIMPLEMENTED, "op {opcode}");
         assert!(body.is_empty());
@@ -293,9 +242,7 @@ fn standalone_check_is_answered_never_hangs() {
     for path in paths {
         let mut c = RawConn::session(srv.addr(), 10_000);
         let xid = c.send_request(op::CHECK, &Enc::new().str(&path).i32(0).bytes());
-        let (h, body) = c
-            .read_reply()
-            .unwrap_or_else(|e| panic!("stand-alone check on {path}: no reply ({e:?})"));
+        let (h, body) = c.read_reply().unwrap_or_else(|e| panic!("stand-alone check on {path}: no reply ({e:?})"));
         assert_eq!(h.xid, xid);
         assert_ne!(h.err, 0, "stand-alone check on {path} must not succeed");
         assert!(body.is_empty());
@@ -336,23 +283,13 @@ fn create_returns_path_and_create2_returns_path_and_stat() {
     let srv = Server::start();
     let mut c = RawConn::session(srv.addr(), 10_000);
     let base = unique_path("create2");
-    let body = Enc::new()
-        .str(&base)
-        .buf(Some(b"abc"))
-        .world_acl(31)
-        .i32(0)
-        .bytes();
+    let body = Enc::new().str(&base).buf(Some(b"abc")).world_acl(31).i32(0).bytes();
     let (h, resp) = c.call_ok(op::CREATE, &body);
     let mut d = Dec::new(&resp);
     assert_eq!(d.str().as_deref(), Some(base.as_str()));
     d.done();
     let child = format!("{base}/c");
-    let body = Enc::new()
-        .str(&child)
-        .buf(Some(b"abcd"))
-        .world_acl(31)
-        .i32(0)
-        .bytes();
+    let body = Enc::new().str(&child).buf(Some(b"abcd")).world_acl(31).i32(0).bytes();
     let (h2, resp) = c.call_ok(op::CREATE2, &body);
     let mut d = Dec::new(&resp);
     assert_eq!(d.str().as_deref(), Some(child.as_str()));
@@ -403,17 +340,9 @@ fn invalid_paths_are_rejected_by_the_server() {
     assert_eq!(c.delete(&format!("{base}/missing")).err, code::NO_NODE);
     // Sequential create on "parent/" names the child by the counter alone.
     let seq = format!("{base}/.a/");
-    let body = Enc::new()
-        .str(&seq)
-        .buf(Some(b""))
-        .world_acl(31)
-        .i32(2)
-        .bytes();
+    let body = Enc::new().str(&seq).buf(Some(b"")).world_acl(31).i32(2).bytes();
     let (_, resp) = c.call_ok(op::CREATE, &body);
-    assert_eq!(
-        Dec::new(&resp).str().as_deref(),
-        Some(format!("{base}/.a/0000000000").as_str())
-    );
+    assert_eq!(Dec::new(&resp).str().as_deref(), Some(format!("{base}/.a/0000000000").as_str()));
     // Nothing bad was created.
     let mut kids = c.get_children(&base, false).unwrap();
     kids.sort();
@@ -434,44 +363,17 @@ fn bad_create_flags_and_acls() {
     // Empty ACL list, unknown scheme, bad world id, malformed digest id.
     let acl_cases: [(&str, Vec<u8>); 4] = [
         ("empty acl", Enc::new().i32(0).bytes()),
-        (
-            "unknown scheme",
-            Enc::new().i32(1).i32(31).str("nosuch").str("x").bytes(),
-        ),
-        (
-            "world with a non-anyone id",
-            Enc::new().i32(1).i32(31).str("world").str("bob").bytes(),
-        ),
-        (
-            "digest id without a colon",
-            Enc::new()
-                .i32(1)
-                .i32(31)
-                .str("digest")
-                .str("nocolon")
-                .bytes(),
-        ),
+        ("unknown scheme", Enc::new().i32(1).i32(31).str("nosuch").str("x").bytes()),
+        ("world with a non-anyone id", Enc::new().i32(1).i32(31).str("world").str("bob").bytes()),
+        ("digest id without a colon", Enc::new().i32(1).i32(31).str("digest").str("nocolon").bytes()),
     ];
     for (what, acl) in acl_cases {
-        let body = Enc::new()
-            .str(&format!("{base}/acl"))
-            .buf(Some(b""))
-            .raw(&acl)
-            .i32(0)
-            .bytes();
+        let body = Enc::new().str(&format!("{base}/acl")).buf(Some(b"")).raw(&acl).i32(0).bytes();
         let (h, _) = c.call(op::CREATE, &body);
         assert_eq!(h.err, code::INVALID_ACL, "create with {what}");
     }
     // `auth` scheme without any authenticated id.
-    let body = Enc::new()
-        .str(&format!("{base}/acl"))
-        .buf(Some(b""))
-        .i32(1)
-        .i32(31)
-        .str("auth")
-        .str("")
-        .i32(0)
-        .bytes();
+    let body = Enc::new().str(&format!("{base}/acl")).buf(Some(b"")).i32(1).i32(31).str("auth").str("").i32(0).bytes();
     assert_eq!(c.call(op::CREATE, &body).0.err, code::INVALID_ACL);
     assert_eq!(c.get_children(&base, false).unwrap(), Vec::<String>::new());
 }
@@ -480,13 +382,7 @@ fn bad_create_flags_and_acls() {
 fn auth_packet_replies_and_unknown_scheme_closes() {
     let srv = Server::start();
     let mut c = RawConn::session(srv.addr(), 10_000);
-    let auth = |scheme: &str, cred: &[u8]| {
-        Enc::new()
-            .i32(0)
-            .str(scheme)
-            .buf(Some(cred))
-            .bytes()
-    };
+    let auth = |scheme: &str, cred: &[u8]| Enc::new().i32(0).str(scheme).buf(Some(cred)).bytes();
     c.send_request_xid(-4, op::AUTH, &auth("digest", b"user:password"));
     let (h, body) = c.read_reply().expect("auth reply");
     assert_eq!((h.xid, h.zxid, h.err), (-4, 0, 0), "digest auth reply");
@@ -569,11 +465,7 @@ fn parse_multi(body: &[u8]) -> Vec<(i32, i32, Vec<u8>)> {
 }
 
 fn create_op(e: Enc, path: &str, data: &[u8], flags: i32) -> Enc {
-    multi_header(e, op::CREATE)
-        .str(path)
-        .buf(Some(data))
-        .world_acl(31)
-        .i32(flags)
+    multi_header(e, op::CREATE).str(path).buf(Some(data)).world_acl(31).i32(flags)
 }
 
 #[test]
@@ -598,10 +490,7 @@ fn multi_success_is_atomic_with_one_zxid() {
     let types: Vec<i32> = res.iter().map(|r| r.0).collect();
     assert_eq!(types, vec![1, 1, 1, 1, 5, 13, 2]);
     assert!(res.iter().all(|r| r.1 == 0));
-    let names: Vec<String> = res[..4]
-        .iter()
-        .map(|r| Dec::new(&r.2).str().unwrap())
-        .collect();
+    let names: Vec<String> = res[..4].iter().map(|r| Dec::new(&r.2).str().unwrap()).collect();
     assert_eq!(names[0], a);
     assert_eq!(names[1], ab);
     // base had no children yet: a is create #0, s- get #1 and #2.
@@ -634,18 +523,13 @@ fn multi_failure_reports_per_op_results_and_applies_nothing() {
     let mut e = Enc::new();
     e = create_op(e, &format!("{base}/new"), b"", 0);
     e = multi_header(e, op::SET_DATA).str(&base).buf(Some(b"w")).i32(-1);
-    e = multi_header(e, op::DELETE)
-        .str(&format!("{base}/missing"))
-        .i32(-1);
+    e = multi_header(e, op::DELETE).str(&format!("{base}/missing")).i32(-1);
     e = multi_header(e, op::CHECK).str(&base).i32(0);
     e = create_op(e, &format!("{base}/other"), b"", 0);
     let (h, body) = c.call(op::MULTI, &multi_end(e).bytes());
     assert_eq!(h.err, 0, "a failed multi still has header err 0");
     let res = parse_multi(&body);
-    let got: Vec<(i32, i32, i32)> = res
-        .iter()
-        .map(|(t, err, rec)| (*t, *err, Dec::new(rec).i32()))
-        .collect();
+    let got: Vec<(i32, i32, i32)> = res.iter().map(|(t, err, rec)| (*t, *err, Dec::new(rec).i32())).collect();
     assert_eq!(
         got,
         vec![
@@ -668,10 +552,7 @@ fn multi_failure_reports_per_op_results_and_applies_nothing() {
     let (h, body) = c.call(op::MULTI, &multi_end(e).bytes());
     assert_eq!(h.err, 0);
     let res = parse_multi(&body);
-    assert_eq!(
-        res.iter().map(|r| r.1).collect::<Vec<_>>(),
-        vec![code::BAD_VERSION, code::RUNTIME_INCONSISTENCY]
-    );
+    assert_eq!(res.iter().map(|r| r.1).collect::<Vec<_>>(), vec![code::BAD_VERSION, code::RUNTIME_INCONSISTENCY]);
 }
 
 #[test]
@@ -699,19 +580,12 @@ fn multi_read_answers_each_op_independently() {
     let mut e = Enc::new();
     e = multi_header(e, op::GET_DATA).str(&base).bool(false);
     e = multi_header(e, op::GET_CHILDREN).str(&base).bool(false);
-    e = multi_header(e, op::GET_DATA)
-        .str(&format!("{base}/missing"))
-        .bool(false);
-    e = multi_header(e, op::GET_DATA)
-        .str(&format!("{base}/k"))
-        .bool(false);
+    e = multi_header(e, op::GET_DATA).str(&format!("{base}/missing")).bool(false);
+    e = multi_header(e, op::GET_DATA).str(&format!("{base}/k")).bool(false);
     let (h, body) = c.call(op::MULTI_READ, &multi_end(e).bytes());
     assert_eq!(h.err, 0);
     let res = parse_multi(&body);
-    assert_eq!(
-        res.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(),
-        vec![(4, 0), (8, 0), (-1, code::NO_NODE), (4, 0)]
-    );
+    assert_eq!(res.iter().map(|r| (r.0, r.1)).collect::<Vec<_>>(), vec![(4, 0), (8, 0), (-1, code::NO_NODE), (4, 0)]);
     let mut d = Dec::new(&res[0].2);
     assert_eq!(d.buf().as_deref(), Some(&b"root"[..]));
     let mut d = Dec::new(&res[1].2);
@@ -740,15 +614,7 @@ fn garbage_and_truncated_frames_close_only_that_connection() {
         ("4 bytes that are no command", b"xyzw".to_vec()),
         (
             "connect request with a huge password length",
-            Enc::new()
-                .i32(45)
-                .i32(0)
-                .i64(0)
-                .i32(10_000)
-                .i64(0)
-                .i32(0x7fff_fff0)
-                .raw(&[0u8; 17])
-                .bytes(),
+            Enc::new().i32(45).i32(0).i64(0).i32(10_000).i64(0).i32(0x7fff_fff0).raw(&[0u8; 17]).bytes(),
         ),
     ];
     for (what, bytes) in pre {
@@ -790,10 +656,7 @@ fn garbage_and_truncated_frames_close_only_that_connection() {
     assert_eq!(keeper.set_data(&base, b"still").err, 0);
     assert_eq!(four_letter(srv.addr(), "ruok").unwrap(), "imok");
     let mut fresh = RawConn::session(srv.addr(), 10_000);
-    assert_eq!(
-        fresh.get_data(&base, false).unwrap().0.as_deref(),
-        Some(&b"still"[..])
-    );
+    assert_eq!(fresh.get_data(&base, false).unwrap().0.as_deref(), Some(&b"still"[..]));
 }
 
 #[test]
@@ -828,10 +691,8 @@ fn four_letter_words() {
     assert_eq!(h.err, 0);
     let srvr = four_letter(srv.addr(), "srvr").unwrap();
     assert!(srvr.contains("Mode: standalone\n"), "srvr:\n{srvr}");
-    let zxid_line = srvr
-        .lines()
-        .find(|l| l.starts_with("Zxid: 0x"))
-        .unwrap_or_else(|| panic!("no Zxid line in srvr:\n{srvr}"));
+    let zxid_line =
+        srvr.lines().find(|l| l.starts_with("Zxid: 0x")).unwrap_or_else(|| panic!("no Zxid line in srvr:\n{srvr}"));
     let zxid = i64::from_str_radix(zxid_line.trim_start_matches("Zxid: 0x"), 16)
         .unwrap_or_else(|e| panic!("bad Zxid line {zxid_line:?}: {e}"));
     assert!(zxid >= h.zxid, "srvr Zxid {zxid:#x} < create zxid {:#x}", h.zxid);
@@ -839,19 +700,14 @@ fn four_letter_words() {
     let stat = four_letter(srv.addr(), "stat").unwrap();
     assert!(stat.contains("Mode: standalone"), "stat:\n{stat}");
     let mntr = four_letter(srv.addr(), "mntr").unwrap();
-    assert!(
-        mntr.lines()
-            .any(|l| l.starts_with("zk_server_state\tstandalone")),
-        "mntr:\n{mntr}"
-    );
+    assert!(mntr.lines().any(|l| l.starts_with("zk_server_state\tstandalone")), "mntr:\n{mntr}");
     // A 4lw on a connection that already did its handshake is just a bad frame.
     assert_eq!(c.ping().err, 0);
 }
 
 #[test]
 fn four_letter_whitelist_defaults_to_srvr_only() {
-    let Some(srv) = Server::start_profile("default_whitelist", &[("4lw.commands.whitelist", None)])
-    else {
+    let Some(srv) = Server::start_profile("default_whitelist", &[("4lw.commands.whitelist", None)]) else {
         return;
     };
     let srvr = four_letter(srv.addr(), "srvr").unwrap();
@@ -869,9 +725,7 @@ fn max_client_cnxns_per_ip_is_enforced() {
     let Some(srv) = Server::start_profile("maxcnxn3", &[("maxClientCnxns", Some("3"))]) else {
         return;
     };
-    let mut conns: Vec<RawConn> = (0..3)
-        .map(|_| RawConn::session(srv.addr(), 10_000))
-        .collect();
+    let mut conns: Vec<RawConn> = (0..3).map(|_| RawConn::session(srv.addr(), 10_000)).collect();
     // The fourth connection from this IP is closed without a connect response.
     let mut extra = RawConn::open(srv.addr());
     let _ = extra.try_send_raw(
@@ -902,10 +756,7 @@ fn max_client_cnxns_per_ip_is_enforced() {
                 break;
             }
         }
-        assert!(
-            Instant::now() < deadline,
-            "no connection slot after closing one of three"
-        );
+        assert!(Instant::now() < deadline, "no connection slot after closing one of three");
         std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -49,10 +49,7 @@ static UNIQUE: AtomicU64 = AtomicU64::new(0);
 
 fn unique_suffix() -> String {
     let n = UNIQUE.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos();
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_nanos();
     format!("{}-{}-{}", std::process::id(), n, nanos % 1_000_000_000_000)
 }
 
@@ -103,27 +100,17 @@ impl Server {
     }
 
     fn external(addr: String) -> Server {
-        let server = Server {
-            addr,
-            child: None,
-            dir: None,
-            log: None,
-        };
+        let server = Server { addr, child: None, dir: None, log: None };
         let deadline = Instant::now() + START_DEADLINE;
         while !is_ready(&server.addr) {
-            assert!(
-                Instant::now() < deadline,
-                "external server {} does not answer ruok",
-                server.addr
-            );
+            assert!(Instant::now() < deadline, "external server {} does not answer ruok", server.addr);
             std::thread::sleep(Duration::from_millis(100));
         }
         server
     }
 
     fn spawn(settings: &[(String, String)]) -> Server {
-        let bin = std::env::var("COREZK_BIN")
-            .unwrap_or_else(|_| env!("CARGO_BIN_EXE_corezk").to_string());
+        let bin = std::env::var("COREZK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_corezk").to_string());
         let mut last_failure = String::new();
         // A port picked as free can be taken by someone else before the server binds it:
         // retry a few times with a new port when the process exits early.
@@ -135,38 +122,24 @@ impl Server {
             std::fs::create_dir_all(&dir).expect("create data dir");
             let log_file = File::create(&log).expect("create log file");
             let mut cmd = Command::new(&bin);
-            cmd.arg("--port")
-                .arg(port.to_string())
-                .arg("--bind")
-                .arg("127.0.0.1")
-                .arg("--data-dir")
-                .arg(&dir);
+            cmd.arg("--port").arg(port.to_string()).arg("--bind").arg("127.0.0.1").arg("--data-dir").arg(&dir);
             if let Ok(cores) = std::env::var("COREZK_TEST_CORES") {
                 cmd.arg("--cores").arg(cores);
             }
             for (k, v) in settings {
                 cmd.arg("--set").arg(format!("{k}={v}"));
             }
-            cmd.stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::from(log_file));
+            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(log_file));
             let child = match cmd.spawn() {
                 Ok(child) => child,
                 Err(e) => panic!("cannot start {bin}: {e}"),
             };
-            let mut server = Server {
-                addr: format!("127.0.0.1:{port}"),
-                child: Some(child),
-                dir: Some(dir),
-                log: Some(log),
-            };
+            let mut server =
+                Server { addr: format!("127.0.0.1:{port}"), child: Some(child), dir: Some(dir), log: Some(log) };
             let deadline = Instant::now() + START_DEADLINE;
             loop {
                 if let Ok(Some(status)) = server.child.as_mut().unwrap().try_wait() {
-                    last_failure = format!(
-                        "corezk exited early with {status}; log tail:\n{}",
-                        server.log_tail()
-                    );
+                    last_failure = format!("corezk exited early with {status}; log tail:\n{}", server.log_tail());
                     break;
                 }
                 if is_ready(&server.addr) {
@@ -199,9 +172,7 @@ impl Server {
     /// skip checks that hit documented bugs of that exact release).
     pub fn is_zookeeper_380(&self) -> bool {
         self.is_external()
-            && four_letter(&self.addr, "srvr")
-                .map(|s| s.starts_with("Zookeeper version: 3.8.0"))
-                .unwrap_or(false)
+            && four_letter(&self.addr, "srvr").map(|s| s.starts_with("Zookeeper version: 3.8.0")).unwrap_or(false)
     }
 
     fn log_tail(&self) -> String {
@@ -222,11 +193,7 @@ impl Drop for Server {
             let _ = child.wait();
         }
         if std::thread::panicking() && self.log.is_some() {
-            eprintln!(
-                "--- corezk log tail ({}) ---\n{}\n---",
-                self.addr,
-                self.log_tail()
-            );
+            eprintln!("--- corezk log tail ({}) ---\n{}\n---", self.addr, self.log_tail());
         }
         if let Some(dir) = self.dir.take() {
             let _ = std::fs::remove_dir_all(dir);
@@ -241,9 +208,9 @@ impl Drop for Server {
 pub fn is_ready(addr: &str) -> bool {
     match four_letter(addr, "ruok") {
         Ok(answer) if answer == "imok" => true,
-        Ok(answer) if answer.contains("not in the whitelist") => four_letter(addr, "srvr")
-            .map(|s| s.contains("Mode: "))
-            .unwrap_or(false),
+        Ok(answer) if answer.contains("not in the whitelist") => {
+            four_letter(addr, "srvr").map(|s| s.contains("Mode: ")).unwrap_or(false)
+        }
         _ => false,
     }
 }
@@ -255,10 +222,7 @@ pub fn free_port() -> u16 {
 }
 
 pub fn sock_addr(addr: &str) -> SocketAddr {
-    addr.to_socket_addrs()
-        .expect("resolve address")
-        .next()
-        .expect("an address")
+    addr.to_socket_addrs().expect("resolve address").next().expect("an address")
 }
 
 /// Sends a four-letter word on a fresh connection and returns the whole answer (the server
@@ -279,11 +243,7 @@ pub fn four_letter(addr: &str, cmd: &str) -> io::Result<String> {
 /// Runs an async test body on a fresh multi-threaded runtime, bounded by 90 s so that a hang
 /// becomes a failure.
 pub fn run<F: Future>(f: F) -> F::Output {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
     rt.block_on(async {
         match tokio::time::timeout(Duration::from_secs(90), f).await {
             Ok(v) => v,
@@ -326,9 +286,7 @@ pub async fn connect(addr: &str) -> zookeeper_client::Client {
 pub async fn connect_with(addr: &str, session_timeout: Duration) -> zookeeper_client::Client {
     let mut connector = zookeeper_client::Client::connector();
     connector.session_timeout(session_timeout).fail_eagerly();
-    within("client connect", connector.connect(addr))
-        .await
-        .unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+    within("client connect", connector.connect(addr)).await.unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
 }
 
 pub fn persistent() -> zookeeper_client::CreateOptions<'static> {
@@ -340,10 +298,7 @@ pub fn ephemeral() -> zookeeper_client::CreateOptions<'static> {
 }
 
 pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_millis() as i64
 }
 
 // ------------------------------------------------------------------------------------------------
@@ -488,8 +443,7 @@ impl<'a> Dec<'a> {
         }
     }
     pub fn str(&mut self) -> Option<String> {
-        self.buf()
-            .map(|b| String::from_utf8(b).expect("utf-8 string"))
+        self.buf().map(|b| String::from_utf8(b).expect("utf-8 string"))
     }
     pub fn stat(&mut self) -> RawStat {
         RawStat {
@@ -510,12 +464,7 @@ impl<'a> Dec<'a> {
         self.buf.len() - self.pos
     }
     pub fn done(&self) {
-        assert_eq!(
-            self.remaining(),
-            0,
-            "trailing bytes in record: {:02x?}",
-            &self.buf[self.pos..]
-        );
+        assert_eq!(self.remaining(), 0, "trailing bytes in record: {:02x?}", &self.buf[self.pos..]);
     }
 }
 
@@ -589,12 +538,7 @@ pub fn connect_request(
     passwd: Option<&[u8]>,
     read_only: Option<bool>,
 ) -> Vec<u8> {
-    let mut e = Enc::new()
-        .i32(0)
-        .i64(last_zxid)
-        .i32(timeout_ms)
-        .i64(session_id)
-        .buf(passwd);
+    let mut e = Enc::new().i32(0).i64(last_zxid).i32(timeout_ms).i64(session_id).buf(passwd);
     if let Some(ro) = read_only {
         e = e.bool(ro);
     }
@@ -607,20 +551,9 @@ pub fn parse_connect_response(body: &[u8]) -> ConnectResponse {
     let timeout_ms = d.i32();
     let session_id = d.i64();
     let passwd = d.buf();
-    let read_only = if d.remaining() > 0 {
-        Some(d.bool())
-    } else {
-        None
-    };
+    let read_only = if d.remaining() > 0 { Some(d.bool()) } else { None };
     d.done();
-    ConnectResponse {
-        body_len: body.len(),
-        protocol_version,
-        timeout_ms,
-        session_id,
-        passwd,
-        read_only,
-    }
+    ConnectResponse { body_len: body.len(), protocol_version, timeout_ms, session_id, passwd, read_only }
 }
 
 impl RawConn {
@@ -628,34 +561,17 @@ impl RawConn {
     pub fn open(addr: &str) -> RawConn {
         let stream = TcpStream::connect_timeout(&sock_addr(addr), Duration::from_secs(2))
             .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
-        stream
-            .set_write_timeout(Some(Duration::from_secs(5)))
-            .unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
         stream.set_nodelay(true).unwrap();
-        RawConn {
-            stream,
-            next_xid: 1,
-            session_id: 0,
-            passwd: Vec::new(),
-            timeout_ms: 0,
-            events: VecDeque::new(),
-        }
+        RawConn { stream, next_xid: 1, session_id: 0, passwd: Vec::new(), timeout_ms: 0, events: VecDeque::new() }
     }
 
     /// A new session (requested timeout `timeout_ms`, readOnly byte sent); asserts the
     /// handshake succeeded.
     pub fn session(addr: &str, timeout_ms: i32) -> RawConn {
         let mut c = RawConn::open(addr);
-        let resp = c.handshake(&connect_request(
-            0,
-            timeout_ms,
-            0,
-            Some(&[0u8; 16]),
-            Some(false),
-        ));
+        let resp = c.handshake(&connect_request(0, timeout_ms, 0, Some(&[0u8; 16]), Some(false)));
         let resp = resp.expect("connect response for a new session");
         assert!(resp.session_id != 0, "new session got session id 0");
         assert!(resp.timeout_ms > 0, "new session got timeout {}", resp.timeout_ms);
@@ -705,10 +621,7 @@ impl RawConn {
         let mut len = [0u8; 4];
         self.read_exact(&mut len)?;
         let len = i32::from_be_bytes(len);
-        assert!(
-            (0..=16 << 20).contains(&len),
-            "server sent frame length {len}"
-        );
+        assert!((0..=16 << 20).contains(&len), "server sent frame length {len}");
         let mut body = vec![0u8; len as usize];
         self.read_exact(&mut body)?;
         Ok(body)
@@ -732,11 +645,7 @@ impl RawConn {
         loop {
             let body = self.read_frame()?;
             let mut d = Dec::new(&body);
-            let header = ReplyHeader {
-                xid: d.i32(),
-                zxid: d.i64(),
-                err: d.i32(),
-            };
+            let header = ReplyHeader { xid: d.i32(), zxid: d.i64(), err: d.i32() };
             let rest = body[16..].to_vec();
             if header.xid == -1 {
                 self.events.push_back(parse_event(header.zxid, &rest));
@@ -749,9 +658,7 @@ impl RawConn {
     /// Sends a request and reads its reply; asserts the reply xid matches.
     pub fn call(&mut self, opcode: i32, body: &[u8]) -> (ReplyHeader, Vec<u8>) {
         let xid = self.send_request(opcode, body);
-        let (h, b) = self
-            .read_reply()
-            .unwrap_or_else(|e| panic!("no reply to op {opcode} xid {xid}: {e:?}"));
+        let (h, b) = self.read_reply().unwrap_or_else(|e| panic!("no reply to op {opcode} xid {xid}: {e:?}"));
         assert_eq!(h.xid, xid, "reply xid for op {opcode}");
         (h, b)
     }
@@ -765,12 +672,7 @@ impl RawConn {
 
     /// Creates a node with world:anyone ALL; returns the reply header (err may be non-zero).
     pub fn create(&mut self, path: &str, data: Option<&[u8]>, flags: i32) -> ReplyHeader {
-        let body = Enc::new()
-            .str(path)
-            .buf(data)
-            .world_acl(31)
-            .i32(flags)
-            .bytes();
+        let body = Enc::new().str(path).buf(data).world_acl(31).i32(flags).bytes();
         self.call(op::CREATE, &body).0
     }
 
@@ -839,10 +741,7 @@ impl RawConn {
         let xid = d.i32();
         let zxid = d.i64();
         let err = d.i32();
-        assert_eq!(
-            xid, -1,
-            "expected a notification, got a reply frame xid {xid} err {err}"
-        );
+        assert_eq!(xid, -1, "expected a notification, got a reply frame xid {xid} err {err}");
         Ok(parse_event(zxid, &body[16..]))
     }
 
@@ -860,17 +759,11 @@ impl RawConn {
         let mut buf = [0u8; 256];
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
-            assert!(
-                !left.is_zero(),
-                "{context}: connection still open after {limit:?}"
-            );
+            assert!(!left.is_zero(), "{context}: connection still open after {limit:?}");
             self.stream.set_read_timeout(Some(left)).unwrap();
             match self.stream.read(&mut buf) {
                 Ok(0) => return,
-                Ok(n) => panic!(
-                    "{context}: expected the connection to close, got {n} bytes: {:02x?}",
-                    &buf[..n]
-                ),
+                Ok(n) => panic!("{context}: expected the connection to close, got {n} bytes: {:02x?}", &buf[..n]),
                 Err(e) => match classify(e) {
                     ReadError::Closed => return,
                     ReadError::Timeout => continue,
@@ -906,10 +799,5 @@ fn parse_event(zxid: i64, body: &[u8]) -> RawEvent {
     let state = d.i32();
     let path = d.str().unwrap_or_default();
     d.done();
-    RawEvent {
-        zxid,
-        kind,
-        state,
-        path,
-    }
+    RawEvent { zxid, kind, state, path }
 }
