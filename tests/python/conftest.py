@@ -51,7 +51,7 @@ def require(kind):
     if kind == "corezk" and not servers.corezk_available():
         pytest.skip("corezk binary not found at %s (build with `cargo build --release` "
                     "or set COREZK_BIN)" % servers.corezk_bin())
-    if kind == "zk" and not servers.zk_available():
+    if kind.startswith("zk") and not servers.zk_available():
         pytest.skip("Apache ZooKeeper (%s) or java not installed" % servers.ZK_JAR)
 
 
@@ -113,6 +113,15 @@ def corezk(server_pool):
 @pytest.fixture
 def zk_reference(server_pool):
     yield from _shared(server_pool, "zk")
+
+
+@pytest.fixture
+def diff_candidate(server_pool):
+    """The server compared against zk_reference by the differential tests:
+    corezk, or (ZK_DIFF_CANDIDATE=zk) a second Apache ZooKeeper, which checks
+    that the scenarios themselves are deterministic."""
+    kind = "zk-2" if os.environ.get("ZK_DIFF_CANDIDATE") == "zk" else "corezk"
+    yield from _shared(server_pool, kind)
 
 
 @pytest.fixture(params=TARGETS)

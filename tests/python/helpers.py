@@ -78,15 +78,7 @@ def stat_fields(st):
     """Normalise a kazoo ZnodeStat or a rawzk.Stat to a dict."""
     names = ["czxid", "mzxid", "ctime", "mtime", "version", "cversion", "aversion",
              "ephemeralOwner", "dataLength", "numChildren", "pzxid"]
-    out = {}
-    for n in names:
-        if hasattr(st, n):
-            out[n] = getattr(st, n)
-        else:  # kazoo naming
-            alt = {"ephemeralOwner": "ephemeralOwner", "dataLength": "dataLength",
-                   "numChildren": "numChildren"}[n]
-            out[n] = getattr(st, alt)
-    return out
+    return {n: getattr(st, n) for n in names}
 
 
 def stat_shape(st, czxid_ref=None):
@@ -101,7 +93,6 @@ def stat_shape(st, czxid_ref=None):
         "ephemeral": d["ephemeralOwner"] != 0,
         "mzxid==czxid": d["mzxid"] == d["czxid"],
         "pzxid==czxid": d["pzxid"] == d["czxid"],
-        "mtime==ctime": d["mtime"] == d["ctime"],
         "pzxid>=mzxid": d["pzxid"] >= d["mzxid"],
     }
     return shape

@@ -303,7 +303,8 @@ class ZooKeeperServer(ServerProcess):
 def make_server(kind, **kw):
     if kind == "corezk":
         return CoreZKServer(**kw)
-    if kind == "zk":
+    if kind == "zk" or kind.startswith("zk-"):   # "zk-2": a second, independent instance
+        kw.setdefault("name", kind)
         return ZooKeeperServer(**kw)
     raise ValueError("unknown server kind %r (expected corezk or zk)" % kind)
 
