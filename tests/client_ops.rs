@@ -710,3 +710,116 @@ fn container_and_ttl_nodes_are_reaped() {
         assert_eq!(st.cversion, 2 * 4 - 2);
     });
 }
+
+#[test]
+fn concurrent_conditional_updates_never_lose_a_write() {
+    let srv = Server::start();
+    run(async {
+        let setup = connect(srv.addr()).await;
+        let base = unique_path("cas");
+        setup.create(&base, b"0", &persistent()).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let addr = srv.addr().to_string();
+            let path = base.clone();
+            tasks.push(tokio::spawn(async move {
+                let zk = connect(&addr).await;
+                let mut done = 0;
+                let mut conflicts = 0;
+                while done < 25 {
+                    let (data, st) = zk.get_data(&path).await.unwrap();
+                    let n: u64 = std::str::from_utf8(&data).unwrap().parse().unwrap();
+                    match zk.set_data(&path, (n + 1).to_string().as_bytes(), Some(st.version)).await {
+                        Ok(s) => {
+                            assert_eq!(s.version, st.version + 1);
+                            done += 1;
+                        }
+                        Err(Error::BadVersion) => conflicts += 1,
+                        Err(e) => panic!("setData: {e}"),
+                    }
+                    assert!(conflicts < 10_000, "no progress");
+                }
+            }));
+        }
+        for t in tasks {
+            within("CAS worker", t).await.unwrap();
+        }
+        let (data, st) = setup.get_data(&base).await.unwrap();
+        assert_eq!(data, b"100", "every successful conditional update counted once");
+        assert_eq!(st.version, 100);
+    });
+}
+
+#[test]
+fn concurrent_sequential_creates_get_unique_contiguous_numbers() {
+    let srv = Server::start();
+    run(async {
+        let setup = connect(srv.addr()).await;
+        let base = unique_path("seqrace");
+        setup.create(&base, b"", &persistent()).await.unwrap();
+        let mut tasks = Vec::new();
+        for _ in 0..4 {
+            let addr = srv.addr().to_string();
+            let path = format!("{base}/n-");
+            tasks.push(tokio::spawn(async move {
+                let zk = connect(&addr).await;
+                let mut got = Vec::new();
+                for _ in 0..25 {
+                    let (_, seq) = zk.create(&path, b"", &opts(CreateMode::PersistentSequential)).await.unwrap();
+                    got.push(seq.into_i64());
+                }
+                // Within one session, later creates get larger numbers.
+                assert!(got.windows(2).all(|w| w[0] < w[1]), "{got:?}");
+                got
+            }));
+        }
+        let mut all = Vec::new();
+        for t in tasks {
+            all.extend(within("sequential worker", t).await.unwrap());
+        }
+        all.sort();
+        assert_eq!(all, (0..100).collect::<Vec<i64>>());
+        assert_eq!(stat(&setup, &base).await.num_children, 100);
+    });
+}
+
+#[test]
+fn a_write_is_visible_to_other_clients_once_acknowledged() {
+    let srv = Server::start();
+    run(async {
+        let writer = connect(srv.addr()).await;
+        let readers = [connect(srv.addr()).await, connect(srv.addr()).await, connect(srv.addr()).await];
+        let base = unique_path("visible");
+        writer.create(&base, b"", &persistent()).await.unwrap();
+        for i in 0..30 {
+            let v = format!("v{i}");
+            let st = writer.set_data(&base, v.as_bytes(), None).await.unwrap();
+            for r in &readers {
+                let (data, rs) = r.get_data(&base).await.unwrap();
+                assert_eq!(data, v.as_bytes(), "standalone server: a read after the write's reply sees it");
+                assert_eq!(rs, st);
+            }
+            let kid = format!("{base}/k{i}");
+            writer.create(&kid, b"", &persistent()).await.unwrap();
+            assert!(readers[i % 3].check_stat(&kid).await.unwrap().is_some());
+        }
+    });
+}
+
+#[test]
+fn ttl_requires_extended_types() {
+    let Some(srv) = Server::start_profile("no_extended_types", &[("extendedTypesEnabled", None)]) else {
+        return;
+    };
+    run(async {
+        let zk = connect(srv.addr()).await;
+        let base = unique_path("nottl");
+        zk.create(&base, b"", &persistent()).await.unwrap();
+        let r = zk
+            .create(&format!("{base}/ttl"), b"", &opts(CreateMode::Persistent).with_ttl(Duration::from_secs(60)))
+            .await;
+        assert_eq!(r.map(|_| ()), Err(Error::Unimplemented));
+        // Containers do not need extended types.
+        zk.create(&format!("{base}/c"), b"", &opts(CreateMode::Container)).await.unwrap();
+    });
+}

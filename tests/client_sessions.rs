@@ -226,3 +226,27 @@ fn each_session_has_its_own_ephemerals() {
         assert_eq!(st.ephemeral_owner, b.session_id().0);
     });
 }
+
+#[test]
+fn silent_connection_expires_and_is_closed_by_the_server() {
+    let srv = Server::start();
+    let base = unique_path("silent");
+    let mut observer = RawConn::session(srv.addr(), 30_000);
+    assert_eq!(observer.create(&base, Some(b""), 0).err, 0);
+    let mut silent = RawConn::session(srv.addr(), 4_000);
+    assert_eq!(silent.timeout_ms, 4_000);
+    let eph = format!("{base}/eph");
+    assert_eq!(silent.create(&eph, Some(b""), 1).err, 0);
+    let started = Instant::now();
+    // No pings: the server expires the session and closes the still-open connection.
+    silent.expect_closed(Duration::from_secs(15), "connection of an expired session");
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(3_500), "expired after {elapsed:?}, timeout is 4 s");
+    // The ephemeral goes with the session (ZooKeeper may close the socket just before it
+    // applies the closeSession transaction, so allow a moment).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while observer.exists(&eph, false) != Err(code::NO_NODE) {
+        assert!(Instant::now() < deadline, "ephemeral of the expired session still there");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -760,3 +760,24 @@ fn max_client_cnxns_per_ip_is_enforced() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+#[test]
+fn large_values_round_trip_and_oversized_frames_close() {
+    let srv = Server::start();
+    let mut c = RawConn::session(srv.addr(), 30_000);
+    let base = unique_path("large");
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(c.create(&base, Some(&big), 0).err, 0);
+    let (data, st) = c.get_data(&base, false).unwrap();
+    assert_eq!(st.data_length, 1_000_000);
+    assert!(data.as_deref() == Some(&big[..]), "1 MB value corrupted");
+    // A setData frame over jute.maxbuffer (1 048 575) closes the connection, nothing applied.
+    let mut w = RawConn::session(srv.addr(), 10_000);
+    let huge = vec![7u8; 1_048_576];
+    let body = Enc::new().i32(1).i32(op::SET_DATA).str(&base).buf(Some(&huge)).i32(-1).bytes();
+    let _ = w.try_send_raw(&Enc::new().i32(body.len() as i32).raw(&body).bytes());
+    w.expect_closed(CLOSE_WAIT, "oversized setData frame");
+    let (data, st2) = c.get_data(&base, false).unwrap();
+    assert_eq!(st2, st);
+    assert!(data.as_deref() == Some(&big[..]));
+}
