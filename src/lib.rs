@@ -4,9 +4,16 @@
 //! `watch`. Runtime layer (thin, makes no protocol decisions): `config`, `runtime`, `shard`,
 //! `commit`, `net`, `admin`.
 
+pub mod admin;
+pub mod commit;
+pub mod config;
+pub mod prep;
 pub mod proto;
+pub mod read;
+pub mod runtime;
+pub mod sequencer;
+pub mod session;
+pub mod shard;
 pub mod tree;
 pub mod txn;
-pub mod prep;
-pub mod session;
 pub mod watch;

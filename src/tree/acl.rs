@@ -108,7 +108,7 @@ pub fn fixup(acl: &[Acl], auth: &AuthInfo) -> Result<Vec<Acl>, ()> {
         return Err(());
     }
     let mut out: Vec<Acl> = Vec::with_capacity(acl.len());
-    let mut push = |a: Acl, out: &mut Vec<Acl>| {
+    let push = |a: Acl, out: &mut Vec<Acl>| {
         if !out.contains(&a) {
             out.push(a);
         }

@@ -249,10 +249,7 @@ impl Tree {
                 }
                 self.ephemerals.remove(&txn.session);
             }
-            TxnBody::CreateSession { .. }
-            | TxnBody::Error { .. }
-            | TxnBody::MultiError { .. }
-            | TxnBody::Barrier => {}
+            TxnBody::CreateSession { .. } | TxnBody::Error { .. } | TxnBody::MultiError { .. } | TxnBody::Barrier => {}
         }
     }
 

@@ -13,26 +13,50 @@ use std::sync::Arc;
 pub enum TxnOp {
     /// Create `path` (sequential suffix already appended). `owner` is the stored ephemeralOwner:
     /// a session id, the container marker, the TTL marker with the TTL, or 0.
-    Create { path: Arc<str>, data: Option<Bytes>, acl: Arc<Vec<Acl>>, owner: i64 },
-    Delete { path: Arc<str> },
-    SetData { path: Arc<str>, data: Option<Bytes> },
-    SetAcl { path: Arc<str>, acl: Arc<Vec<Acl>> },
+    Create {
+        path: Arc<str>,
+        data: Option<Bytes>,
+        acl: Arc<Vec<Acl>>,
+        owner: i64,
+    },
+    Delete {
+        path: Arc<str>,
+    },
+    SetData {
+        path: Arc<str>,
+        data: Option<Bytes>,
+    },
+    SetAcl {
+        path: Arc<str>,
+        acl: Arc<Vec<Acl>>,
+    },
     /// A version check inside a multi: changes nothing.
-    Check { path: Arc<str> },
+    Check {
+        path: Arc<str>,
+    },
 }
 
 /// What a transaction does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnBody {
-    CreateSession { timeout: i32 },
+    CreateSession {
+        timeout: i32,
+    },
     /// Closes the session and deletes its ephemerals.
     CloseSession,
     /// One op (`multi == false`) or a successful multi.
-    Ops { ops: Vec<TxnOp>, multi: bool },
+    Ops {
+        ops: Vec<TxnOp>,
+        multi: bool,
+    },
     /// A failed single write: consumes a zxid, changes nothing.
-    Error { code: i32 },
+    Error {
+        code: i32,
+    },
     /// A failed multi: per-op result codes (0 before the failure, -2 after).
-    MultiError { codes: Vec<i32> },
+    MultiError {
+        codes: Vec<i32>,
+    },
     /// A request that only needs ordering, not a zxid (sync).
     Barrier,
 }

@@ -249,7 +249,8 @@ impl WatchTable {
 
     /// Total registrations across both tables.
     pub fn total(&self) -> usize {
-        self.data.paths.values().map(|w| w.len()).sum::<usize>() + self.child.paths.values().map(|w| w.len()).sum::<usize>()
+        self.data.paths.values().map(|w| w.len()).sum::<usize>()
+            + self.child.paths.values().map(|w| w.len()).sum::<usize>()
     }
 
     /// Paths a connection watches in the data table (for `wchc`).

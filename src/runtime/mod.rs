@@ -1,0 +1,86 @@
+//! The executor pool: preflight checks, one pinned glommio executor per shard, channel wiring.
+//!
+//! Owns process start-up (locked memory, io_uring probe, data-directory lock, CPU map) and
+//! wiring the shards to the commit core. Makes no protocol decisions.
+
+pub mod local;
+pub mod preflight;
+pub mod shared;
+
+use crate::commit;
+use crate::commit::msg::{ToCommit, ToShard};
+use crate::config::Config;
+use crate::shard;
+use glommio::channels::shared_channel;
+use glommio::{LocalExecutorBuilder, Placement};
+use shared::Shared;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+/// Locked memory each executor's io_uring buffers take.
+pub const IO_MEMORY_PER_EXECUTOR: usize = 1 << 20;
+
+/// Starts the server and blocks until it stops. Returns an error message for the operator.
+pub fn serve(cfg: Config) -> Result<(), String> {
+    for note in &cfg.ignored {
+        eprintln!("corezk: {note}");
+    }
+    if !cfg.servers.is_empty() {
+        eprintln!(
+            "corezk: {} server.N lines found: ensembles are not implemented yet; running standalone",
+            cfg.servers.len()
+        );
+    }
+    if cfg.client_port == 0 {
+        return Err("clientPort must be a port number > 0".into());
+    }
+    let cpus = preflight::cpus_for(cfg.cores)?;
+    preflight::ensure_memlock(cpus.len(), IO_MEMORY_PER_EXECUTOR)?;
+    preflight::probe_io_uring()?;
+    let _lock = preflight::lock_data_dir(&cfg.data_dir)?;
+    if let Some(d) = &cfg.data_log_dir {
+        std::fs::create_dir_all(d).map_err(|e| format!("cannot create dataLogDir {}: {e}", d.display()))?;
+    }
+    let n = cpus.len();
+    let addr = SocketAddr::new(cfg.client_port_address, cfg.client_port);
+    let cfg = Arc::new(cfg);
+    let shared = Arc::new(Shared::new(cfg.clone(), n));
+    let depth = cfg.channel_depth;
+    let mut to_commit_rx = Vec::new();
+    let mut to_shard_tx = Vec::new();
+    let mut shard_ends = Vec::new();
+    for _ in 0..n {
+        let (ctx, crx) = shared_channel::new_bounded::<ToCommit>(depth);
+        let (stx, srx) = shared_channel::new_bounded::<ToShard>(depth);
+        to_commit_rx.push(crx);
+        to_shard_tx.push(stx);
+        shard_ends.push((ctx, srx));
+    }
+    eprintln!("corezk {}: {n} shard(s) on CPUs {cpus:?}, client port {addr}", env!("CARGO_PKG_VERSION"));
+    let mut handles = Vec::new();
+    let mut commit_parts = Some((to_commit_rx, to_shard_tx));
+    for (i, ((ctx, srx), cpu)) in shard_ends.into_iter().zip(cpus).enumerate() {
+        let shared = shared.clone();
+        let commit_parts = if i == 0 { commit_parts.take() } else { None };
+        let cfg = cfg.clone();
+        let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+            .name(&format!("shard-{i}"))
+            .io_memory(IO_MEMORY_PER_EXECUTOR)
+            .spawn(move || async move {
+                if let Some((rx, tx)) = commit_parts {
+                    glommio::spawn_local(commit::run(cfg, shared.clone(), rx, tx)).detach();
+                }
+                shard::run(i, shared, ctx, srx, addr).await
+            })
+            .map_err(|e| format!("cannot start executor for shard {i} on CPU {cpu}: {e}"))?;
+        handles.push(h);
+    }
+    for (i, h) in handles.into_iter().enumerate() {
+        match h.join() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("shard {i} failed: {e}")),
+            Err(e) => return Err(format!("shard {i} executor failed: {e}")),
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! State every core can see: settings, per-shard counters, the connection registry for the
+//! four-letter words, and per-IP connection counts.
+//!
+//! Touched on accept/close and by counters only: never on a lock in the request path.
+//! Per-shard counters are cache-padded so cores do not share cache lines.
+
+use crate::config::Config;
+use crossbeam::utils::CachePadded;
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Request latency bookkeeping in microseconds.
+#[derive(Default)]
+pub struct Latency {
+    pub min_us: AtomicU64,
+    pub max_us: AtomicU64,
+    pub sum_us: AtomicU64,
+    pub count: AtomicU64,
+}
+
+impl Latency {
+    pub fn record(&self, us: u64) {
+        let n = self.count.fetch_add(1, Ordering::Relaxed);
+        if n == 0 || us < self.min_us.load(Ordering::Relaxed) {
+            self.min_us.store(us, Ordering::Relaxed);
+        }
+        if us > self.max_us.load(Ordering::Relaxed) {
+            self.max_us.store(us, Ordering::Relaxed);
+        }
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+    }
+
+    pub fn reset(&self) {
+        for a in [&self.min_us, &self.max_us, &self.sum_us, &self.count] {
+            a.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counters of one shard (written by that shard only).
+#[derive(Default)]
+pub struct ShardStats {
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+    pub outstanding: AtomicU64,
+    pub latency: Latency,
+    pub connections: AtomicUsize,
+    pub watches: AtomicUsize,
+    pub watch_paths: AtomicUsize,
+    pub watching_conns: AtomicUsize,
+    pub last_zxid: AtomicI64,
+    pub node_count: AtomicUsize,
+    pub ephemerals: AtomicUsize,
+    pub data_size: AtomicU64,
+}
+
+/// Per-connection numbers for `cons` and `stat`.
+pub struct ConnStats {
+    pub peer: SocketAddr,
+    pub established_ms: i64,
+    pub session: AtomicI64,
+    pub timeout: AtomicI32,
+    pub received: AtomicU64,
+    pub sent: AtomicU64,
+    pub queued: AtomicU64,
+    pub last_op: AtomicI32,
+    pub last_cxid: AtomicI64,
+    pub last_zxid: AtomicI64,
+    pub last_resp_ms: AtomicI64,
+    pub last_latency_us: AtomicU64,
+    pub latency: Latency,
+}
+
+impl ConnStats {
+    pub fn new(peer: SocketAddr, established_ms: i64) -> ConnStats {
+        ConnStats {
+            peer,
+            established_ms,
+            session: AtomicI64::new(0),
+            timeout: AtomicI32::new(0),
+            received: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
+            queued: AtomicU64::new(0),
+            last_op: AtomicI32::new(-100),
+            last_cxid: AtomicI64::new(-1),
+            last_zxid: AtomicI64::new(-1),
+            last_resp_ms: AtomicI64::new(0),
+            last_latency_us: AtomicU64::new(0),
+            latency: Latency::default(),
+        }
+    }
+}
+
+/// Process-wide state shared by all cores.
+pub struct Shared {
+    pub cfg: Arc<Config>,
+    pub started: Instant,
+    pub shards: Vec<CachePadded<ShardStats>>,
+    pub conns: Mutex<BTreeMap<(usize, u64), Arc<ConnStats>>>,
+    per_ip: Mutex<HashMap<IpAddr, u32>>,
+    pub sessions: AtomicUsize,
+    pub batches: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(cfg: Arc<Config>, shards: usize) -> Shared {
+        Shared {
+            cfg,
+            started: Instant::now(),
+            shards: (0..shards).map(|_| CachePadded::new(ShardStats::default())).collect(),
+            conns: Mutex::new(BTreeMap::new()),
+            per_ip: Mutex::new(HashMap::new()),
+            sessions: AtomicUsize::new(0),
+            batches: AtomicU64::new(0),
+        }
+    }
+
+    /// Counts a new connection from `ip`; false if `maxClientCnxns` is reached (0 = no limit).
+    pub fn admit(&self, ip: IpAddr) -> bool {
+        let mut m = self.per_ip.lock().unwrap();
+        let n = m.entry(ip).or_insert(0);
+        let max = self.cfg.max_client_cnxns;
+        if max != 0 && *n >= max {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    pub fn release(&self, ip: IpAddr) {
+        let mut m = self.per_ip.lock().unwrap();
+        if let Some(n) = m.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&ip);
+            }
+        }
+    }
+
+    /// Sum of a counter over shards.
+    pub fn sum(&self, f: impl Fn(&ShardStats) -> u64) -> u64 {
+        self.shards.iter().map(|s| f(s)).sum()
+    }
+}
