@@ -1,1 +1,3 @@
-fn main() { println!("corezk-loadgen: not yet implemented (see issue 4)"); }
+fn main() {
+    println!("corezk-loadgen: not yet implemented (see issue 4)");
+}
