@@ -808,7 +808,7 @@ fn a_write_is_visible_to_other_clients_once_acknowledged() {
 
 #[test]
 fn ttl_requires_extended_types() {
-    let Some(srv) = Server::start_profile("no_extended_types", &[("extendedTypesEnabled", None)]) else {
+    let Some(srv) = Server::start_profile("no_extended_types", &[("extendedTypesEnabled", Some("false"))]) else {
         return;
     };
     run(async {

@@ -250,3 +250,87 @@ fn silent_connection_expires_and_is_closed_by_the_server() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn session_can_move_between_connections_repeatedly() {
+    let srv = Server::start();
+    let base = unique_path("hop");
+    let mut conn = RawConn::session(srv.addr(), 10_000);
+    assert_eq!(conn.create(&base, Some(b""), 0).err, 0);
+    let id = conn.session_id;
+    let passwd = conn.passwd.clone();
+    // Several hops, so that with several shards the session lands on different ones.
+    for hop in 0..8 {
+        let eph = format!("{base}/e{hop}");
+        assert_eq!(conn.create(&eph, Some(b""), 1).err, 0, "hop {hop}: create ephemeral");
+        let mut next = RawConn::open(srv.addr());
+        let r = next
+            .handshake(&connect_request(0, 10_000, id, Some(&passwd), Some(false)))
+            .unwrap_or_else(|e| panic!("hop {hop}: reattach: {e:?}"));
+        assert_eq!((r.session_id, r.passwd.as_deref()), (id, Some(&passwd[..])), "hop {hop}");
+        conn.expect_closed(Duration::from_secs(5), "previous connection");
+        conn = next;
+        let kids = conn.get_children(&base, false).unwrap();
+        assert_eq!(kids.len(), hop + 1, "hop {hop}: all ephemerals still there: {kids:?}");
+        let st = conn.exists(&eph, false).unwrap();
+        assert_eq!(st.ephemeral_owner, id);
+    }
+    conn.close_session();
+    let mut observer = RawConn::session(srv.addr(), 10_000);
+    assert_eq!(observer.get_children(&base, false).unwrap(), Vec::<String>::new());
+}
+
+#[test]
+fn acknowledged_writes_survive_kill_and_restart() {
+    let Some(mut srv) = Server::start_restartable() else {
+        return;
+    };
+    run(async {
+        let zk = connect_with(srv.addr(), Duration::from_millis(20_000)).await;
+        let base = unique_path("durable");
+        zk.create(&base, b"v0", &persistent()).await.unwrap();
+        for i in 0..20 {
+            zk.create(&format!("{base}/k{i}"), format!("{i}").as_bytes(), &persistent()).await.unwrap();
+        }
+        let last = zk.set_data(&base, b"last", None).await.unwrap();
+        let eph = format!("{base}/eph");
+        zk.create(&eph, b"", &ephemeral()).await.unwrap();
+        let id = zk.session_id();
+
+        tokio::task::block_in_place(|| srv.kill_and_restart());
+
+        // Everything acknowledged is there, for a new client ...
+        let fresh = connect(srv.addr()).await;
+        let (data, st) = fresh.get_data(&base).await.unwrap();
+        assert_eq!(data, b"last");
+        assert_eq!(st.mzxid, last.mzxid);
+        assert_eq!(st.num_children, 21);
+        for i in 0..20 {
+            let (d, _) = fresh.get_data(&format!("{base}/k{i}")).await.unwrap();
+            assert_eq!(d, format!("{i}").as_bytes());
+        }
+        // ... new writes continue the zxid sequence ...
+        let after = fresh.set_data(&base, b"after", None).await.unwrap();
+        assert!(after.mzxid > last.mzxid, "zxid went backwards after restart");
+        // ... and the old client reconnects with its session (its lastZxidSeen is not ahead of
+        // the server), keeping its ephemeral.
+        eventually("old client reconnected", Duration::from_secs(15), || async { zk.check_stat(&base).await.is_ok() })
+            .await;
+        assert_eq!(zk.session_id(), id);
+        let st = zk.check_stat(&eph).await.unwrap().expect("ephemeral of a live session survives restart");
+        assert_eq!(st.ephemeral_owner, id.0);
+    });
+}
+
+#[test]
+fn second_process_on_the_same_data_dir_refuses_to_start() {
+    let Some(srv) = Server::start_restartable() else {
+        return;
+    };
+    let status = srv.second_process_on_same_data_dir(Duration::from_secs(10));
+    match status {
+        Some(s) => assert!(!s.success(), "second process exited with success"),
+        None => panic!("a second corezk on a locked data directory kept running"),
+    }
+    assert_eq!(four_letter(srv.addr(), "ruok").unwrap(), "imok", "the first server is unaffected");
+}

@@ -578,3 +578,29 @@ fn raw_set_watches_catch_up_and_registration() {
     expect_event(&mut r2, event::NODE_DATA_CHANGED, &changed);
     expect_event(&mut r2, event::NODE_CREATED, &format!("{kids}/k3"));
 }
+
+#[test]
+fn raw_watches_belong_to_the_connection_not_the_session() {
+    let srv = Server::start();
+    let base = unique_path("connwatch");
+    let mut w = RawConn::session(srv.addr(), 10_000);
+    create_raw(&mut w, &base);
+    let p = format!("{base}/p");
+    create_raw(&mut w, &p);
+    let mut first = RawConn::session(srv.addr(), 10_000);
+    first.get_data(&p, true).unwrap();
+    assert_eq!(first.exists(&format!("{base}/later"), true), Err(code::NO_NODE));
+    // The same session moves to a new connection: the old connection and its watches go.
+    let mut second = RawConn::open(srv.addr());
+    let r = second
+        .handshake(&connect_request(0, 10_000, first.session_id, Some(&first.passwd.clone()), Some(false)))
+        .expect("reattach");
+    assert_eq!(r.session_id, first.session_id);
+    first.expect_closed(Duration::from_secs(5), "old connection after the session moved");
+    let s = format!("{base}/sentinel");
+    assert_eq!(second.exists(&s, true), Err(code::NO_NODE));
+    set_data_raw(&mut w, &p, b"x");
+    create_raw(&mut w, &format!("{base}/later"));
+    create_raw(&mut w, &s);
+    expect_event(&mut second, event::NODE_CREATED, &s);
+}

@@ -781,3 +781,76 @@ fn large_values_round_trip_and_oversized_frames_close() {
     assert_eq!(st2, st);
     assert!(data.as_deref() == Some(&big[..]));
 }
+
+#[test]
+fn pipelined_reads_see_exactly_the_preceding_writes() {
+    let srv = Server::start();
+    let mut c = RawConn::session(srv.addr(), 30_000);
+    let base = unique_path("fifo");
+    assert_eq!(c.create(&base, Some(b"init"), 0).err, 0);
+    // 40 x (setData i, getData, exists, getChildren, create child i) in one write.
+    let mut bytes = Vec::new();
+    let mut expect = Vec::new();
+    let mut xid = 100;
+    for i in 0..40 {
+        let reqs = [
+            (op::SET_DATA, Enc::new().str(&base).buf(Some(format!("d{i}").as_bytes())).i32(-1).bytes()),
+            (op::GET_DATA, Enc::new().str(&base).bool(false).bytes()),
+            (op::EXISTS, Enc::new().str(&base).bool(false).bytes()),
+            (op::GET_CHILDREN, Enc::new().str(&base).bool(false).bytes()),
+            (op::CREATE, Enc::new().str(&format!("{base}/k{i:02}")).buf(Some(b"")).world_acl(31).i32(0).bytes()),
+        ];
+        for (opcode, body) in reqs {
+            let frame = Enc::new().i32(xid).i32(opcode).raw(&body).bytes();
+            bytes.extend_from_slice(&(frame.len() as i32).to_be_bytes());
+            bytes.extend_from_slice(&frame);
+            expect.push((xid, opcode, i));
+            xid += 1;
+        }
+    }
+    c.send_raw(&bytes);
+    for (xid, opcode, i) in expect {
+        let (h, body) = c.read_reply().unwrap_or_else(|e| panic!("reply xid {xid}: {e:?}"));
+        assert_eq!(h.xid, xid, "reply order");
+        assert_eq!(h.err, 0, "xid {xid} op {opcode}");
+        let mut d = Dec::new(&body);
+        match opcode {
+            op::GET_DATA => {
+                let data = d.buf();
+                let st = d.stat();
+                assert_eq!(
+                    data.as_deref(),
+                    Some(format!("d{i}").as_bytes()),
+                    "round {i}: getData must see the setData before it and not the one after"
+                );
+                assert_eq!(st.version, i + 1, "round {i}");
+                assert_eq!(st.num_children, i, "round {i}: children created before this read");
+            }
+            op::EXISTS => {
+                let st = d.stat();
+                assert_eq!((st.version, st.num_children), (i + 1, i), "round {i}: exists");
+            }
+            op::GET_CHILDREN => {
+                assert_eq!(d.i32(), i, "round {i}: getChildren count");
+            }
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn sync_echoes_path_and_reconfig_is_refused() {
+    let srv = Server::start();
+    let mut c = RawConn::session(srv.addr(), 10_000);
+    let (h, body) = c.call(op::SYNC, &Enc::new().str("/zookeeper").bytes());
+    assert_eq!(h.err, 0);
+    let mut d = Dec::new(&body);
+    assert_eq!(d.str().as_deref(), Some("/zookeeper"));
+    d.done();
+    // reconfig (16) on a standalone server with reconfigEnabled=false (the default).
+    let body = Enc::new().str("").str("").str("server.9=127.0.0.1:1:2").i64(-1).bytes();
+    let (h, body) = c.call(16, &body);
+    assert_eq!(h.err, -123, "ReconfigDisabled");
+    assert!(body.is_empty());
+    assert_eq!(c.ping().err, 0);
+}

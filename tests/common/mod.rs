@@ -13,7 +13,6 @@
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
-use std::fs::File;
 use std::future::Future;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -64,6 +63,27 @@ pub struct Server {
     child: Option<Child>,
     dir: Option<PathBuf>,
     log: Option<PathBuf>,
+    settings: Vec<(String, String)>,
+}
+
+fn binary() -> String {
+    std::env::var("COREZK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_corezk").to_string())
+}
+
+/// Starts the binary on `port` with `dir`, appending stderr to `log`.
+fn launch(port: u16, dir: &PathBuf, log: &PathBuf, settings: &[(String, String)]) -> Child {
+    let bin = binary();
+    let log_file = std::fs::OpenOptions::new().create(true).append(true).open(log).expect("open log file");
+    let mut cmd = Command::new(&bin);
+    cmd.arg("--port").arg(port.to_string()).arg("--bind").arg("127.0.0.1").arg("--data-dir").arg(dir);
+    if let Ok(cores) = std::env::var("COREZK_TEST_CORES") {
+        cmd.arg("--cores").arg(cores);
+    }
+    for (k, v) in settings {
+        cmd.arg("--set").arg(format!("{k}={v}"));
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(log_file));
+    cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"))
 }
 
 impl Server {
@@ -99,8 +119,17 @@ impl Server {
         Some(Server::spawn(&settings))
     }
 
+    /// A server this test may kill and restart (`None`, test skipped, in external mode).
+    pub fn start_restartable() -> Option<Server> {
+        if std::env::var("COREZK_TEST_ADDR").is_ok() {
+            eprintln!("SKIPPED: needs a server process the test controls (COREZK_TEST_ADDR is set)");
+            return None;
+        }
+        Some(Server::spawn(&default_settings()))
+    }
+
     fn external(addr: String) -> Server {
-        let server = Server { addr, child: None, dir: None, log: None };
+        let server = Server { addr, child: None, dir: None, log: None, settings: Vec::new() };
         let deadline = Instant::now() + START_DEADLINE;
         while !is_ready(&server.addr) {
             assert!(Instant::now() < deadline, "external server {} does not answer ruok", server.addr);
@@ -110,7 +139,6 @@ impl Server {
     }
 
     fn spawn(settings: &[(String, String)]) -> Server {
-        let bin = std::env::var("COREZK_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_corezk").to_string());
         let mut last_failure = String::new();
         // A port picked as free can be taken by someone else before the server binds it:
         // retry a few times with a new port when the process exits early.
@@ -120,44 +148,86 @@ impl Server {
             let dir = base.with_extension("data");
             let log = base.with_extension("log");
             std::fs::create_dir_all(&dir).expect("create data dir");
-            let log_file = File::create(&log).expect("create log file");
-            let mut cmd = Command::new(&bin);
-            cmd.arg("--port").arg(port.to_string()).arg("--bind").arg("127.0.0.1").arg("--data-dir").arg(&dir);
-            if let Ok(cores) = std::env::var("COREZK_TEST_CORES") {
-                cmd.arg("--cores").arg(cores);
-            }
-            for (k, v) in settings {
-                cmd.arg("--set").arg(format!("{k}={v}"));
-            }
-            cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::from(log_file));
-            let child = match cmd.spawn() {
-                Ok(child) => child,
-                Err(e) => panic!("cannot start {bin}: {e}"),
+            let child = launch(port, &dir, &log, settings);
+            let mut server = Server {
+                addr: format!("127.0.0.1:{port}"),
+                child: Some(child),
+                dir: Some(dir),
+                log: Some(log),
+                settings: settings.to_vec(),
             };
-            let mut server =
-                Server { addr: format!("127.0.0.1:{port}"), child: Some(child), dir: Some(dir), log: Some(log) };
-            let deadline = Instant::now() + START_DEADLINE;
-            loop {
-                if let Ok(Some(status)) = server.child.as_mut().unwrap().try_wait() {
-                    last_failure = format!("corezk exited early with {status}; log tail:\n{}", server.log_tail());
-                    break;
-                }
-                if is_ready(&server.addr) {
-                    return server;
-                }
-                if Instant::now() >= deadline {
-                    panic!(
-                        "corezk did not answer ruok within {:?} on {}; log tail:\n{}",
-                        START_DEADLINE,
-                        server.addr,
-                        server.log_tail()
-                    );
-                }
-                std::thread::sleep(Duration::from_millis(50));
+            match server.wait_ready() {
+                Ok(()) => return server,
+                Err(failure) => last_failure = failure,
             }
             drop(server);
         }
         panic!("{last_failure}");
+    }
+
+    /// Polls until the server answers; `Err` if the process exited first. Panics at the deadline.
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            if let Ok(Some(status)) = self.child.as_mut().unwrap().try_wait() {
+                return Err(format!("corezk exited early with {status}; log tail:\n{}", self.log_tail()));
+            }
+            if is_ready(&self.addr) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "corezk did not answer ruok within {:?} on {}; log tail:\n{}",
+                    START_DEADLINE,
+                    self.addr,
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILLs the process (no clean shutdown), reaps it, and starts it again on the same port
+    /// and data directory.
+    pub fn kill_and_restart(&mut self) {
+        let mut child = self.child.take().expect("restart needs a spawned server");
+        let _ = child.kill();
+        let _ = child.wait();
+        let port: u16 = self.addr.rsplit(':').next().unwrap().parse().unwrap();
+        let dir = self.dir.clone().unwrap();
+        let log = self.log.clone().unwrap();
+        // The port may linger briefly: retry the start a few times.
+        for attempt in 0..5 {
+            self.child = Some(launch(port, &dir, &log, &self.settings));
+            match self.wait_ready() {
+                Ok(()) => return,
+                Err(failure) if attempt == 4 => panic!("restart failed: {failure}"),
+                Err(_) => {
+                    self.child = None;
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+            }
+        }
+    }
+
+    /// Starts a second process on this server's data directory (and another port); returns
+    /// its exit status if it exits within `limit`, else kills it and returns `None`.
+    pub fn second_process_on_same_data_dir(&self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let dir = self.dir.clone().expect("needs a spawned server");
+        let log = self.log.clone().unwrap();
+        let mut child = launch(free_port(), &dir, &log, &self.settings);
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn addr(&self) -> &str {
