@@ -158,7 +158,8 @@ def test_election(kz, base):
         assert isinstance(leader, int), items
         order.append(leader)
         if n == 0:
-            assert len(elections[0].contenders()) == 3
+            wait_until(lambda: len(elections[0].contenders()) == 3, timeout=WAIT,
+                       msg="all three contenders registered")
         stop_events[leader].set()
     for t in threads:
         t.join(WAIT)
@@ -324,9 +325,17 @@ def test_tree_cache(zk, kz, base):
     try:
         events.wait_for(lambda e: e.event_type == TreeEvent.INITIALIZED, timeout=WAIT)
         other = kz()
+
+        def seen(kind, path):
+            return events.wait_for(lambda e: e.event_type == kind and e.event_data is not None
+                                   and e.event_data.path == path, timeout=WAIT)
+
         other.create(base + "/a", b"1")
+        seen(TreeEvent.NODE_ADDED, base + "/a")
         other.create(base + "/a/b", b"2")
+        seen(TreeEvent.NODE_ADDED, base + "/a/b")
         other.set(base + "/a", b"3")
+        seen(TreeEvent.NODE_UPDATED, base + "/a")
         other.delete(base + "/a/b")
         events.wait_for(lambda e: e.event_type == TreeEvent.NODE_REMOVED
                         and e.event_data.path == base + "/a/b", timeout=WAIT)
