@@ -384,9 +384,11 @@ fn raw_event_precedes_reply_of_a_read_that_sees_the_change() {
     let srv = Server::start();
     let base = unique_path("rawprecede");
     let mut w = RawConn::session(srv.addr(), 10_000);
-    let mut r = RawConn::session(srv.addr(), 10_000);
+    // Several readers, so that with several shards some sit on another shard than the writer.
+    let mut readers: Vec<RawConn> = (0..4).map(|_| RawConn::session(srv.addr(), 10_000)).collect();
     create_raw(&mut w, &base);
-    for round in 0..20 {
+    for round in 0..40 {
+        let r = &mut readers[round % 4];
         let data = format!("v{round}");
         r.get_data(&base, true).unwrap();
         // Send the write without reading its reply, then read on r until the change shows.
@@ -603,4 +605,41 @@ fn raw_watches_belong_to_the_connection_not_the_session() {
     create_raw(&mut w, &format!("{base}/later"));
     create_raw(&mut w, &s);
     expect_event(&mut second, event::NODE_CREATED, &s);
+}
+
+#[test]
+fn raw_one_event_per_connection_per_change() {
+    let srv = Server::start();
+    let base = unique_path("onepercnxn");
+    let mut w = RawConn::session(srv.addr(), 10_000);
+    create_raw(&mut w, &base);
+    let p = format!("{base}/p");
+    create_raw(&mut w, &p);
+    let mut r = RawConn::session(srv.addr(), 10_000);
+    // Standard data watch + persistent watch on p + recursive watch on base.
+    r.get_data(&p, true).unwrap();
+    assert_eq!(r.call(op::ADD_WATCH, &Enc::new().str(&p).i32(0).bytes()).0.err, 0);
+    assert_eq!(r.call(op::ADD_WATCH, &Enc::new().str(&base).i32(1).bytes()).0.err, 0);
+    set_data_raw(&mut w, &p, b"1");
+    set_data_raw(&mut w, &p, b"2");
+    let s = format!("{base}/s");
+    create_raw(&mut w, &s);
+    expect_event(&mut r, event::NODE_DATA_CHANGED, &p);
+    expect_event(&mut r, event::NODE_DATA_CHANGED, &p);
+    // Creating s: NodeCreated for the recursive watch on base; no child event (recursive
+    // watches do not get them and nobody has a child watch on base).
+    expect_event(&mut r, event::NODE_CREATED, &s);
+    // Delete p: data + child + persistent + recursive watches -> one NodeDeleted.
+    let q = format!("{base}/q");
+    let mut r2 = RawConn::session(srv.addr(), 10_000);
+    r2.get_data(&p, true).unwrap();
+    r2.get_children(&p, true).unwrap();
+    r2.exists(&p, true).unwrap();
+    assert_eq!(r2.exists(&q, true), Err(code::NO_NODE));
+    assert_eq!(w.delete(&p).err, 0);
+    create_raw(&mut w, &q);
+    expect_event(&mut r2, event::NODE_DELETED, &p);
+    expect_event(&mut r2, event::NODE_CREATED, &q);
+    expect_event(&mut r, event::NODE_DELETED, &p);
+    expect_event(&mut r, event::NODE_CREATED, &q);
 }

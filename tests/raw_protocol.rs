@@ -854,3 +854,66 @@ fn sync_echoes_path_and_reconfig_is_refused() {
     assert!(body.is_empty());
     assert_eq!(c.ping().err, 0);
 }
+
+#[test]
+fn a_client_that_reads_slowly_still_gets_every_reply() {
+    let srv = Server::start();
+    let base = unique_path("slowreader");
+    let mut setup = RawConn::session(srv.addr(), 30_000);
+    let value = vec![b'x'; 200_000];
+    assert_eq!(setup.create(&base, Some(&value), 0).err, 0);
+    let mut c = RawConn::session(srv.addr(), 30_000);
+    // 100 getData requests (20 MB of replies) written from another thread, since the server may
+    // stop reading while the replies pile up; this thread starts reading only later.
+    let mut frames = Vec::new();
+    for xid in 1..=100 {
+        let frame = Enc::new().i32(xid).i32(op::GET_DATA).str(&base).bool(false).bytes();
+        frames.extend_from_slice(&(frame.len() as i32).to_be_bytes());
+        frames.extend_from_slice(&frame);
+    }
+    let mut writer = c.stream.try_clone().unwrap();
+    writer.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    let t = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&frames)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    c.stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for xid in 1..=100 {
+        let (h, body) = c.read_reply().unwrap_or_else(|e| panic!("reply {xid}: {e:?}"));
+        assert_eq!((h.xid, h.err), (xid, 0));
+        assert_eq!(body.len(), 4 + 200_000 + 68);
+    }
+    t.join().unwrap().expect("all requests written");
+    assert_eq!(c.ping().err, 0);
+}
+
+#[test]
+fn abrupt_disconnect_with_writes_in_flight_applies_a_prefix() {
+    let srv = Server::start();
+    let base = unique_path("abrupt");
+    let mut setup = RawConn::session(srv.addr(), 30_000);
+    assert_eq!(setup.create(&base, Some(b""), 0).err, 0);
+    for round in 0..5 {
+        let dir = format!("{base}/r{round}");
+        assert_eq!(setup.create(&dir, Some(b""), 0).err, 0);
+        let mut c = RawConn::session(srv.addr(), 30_000);
+        let mut frames = Vec::new();
+        for i in 0..200 {
+            let body = Enc::new().str(&format!("{dir}/n{i:03}")).buf(Some(b"")).world_acl(31).i32(0).bytes();
+            let frame = Enc::new().i32(i + 1).i32(op::CREATE).raw(&body).bytes();
+            frames.extend_from_slice(&(frame.len() as i32).to_be_bytes());
+            frames.extend_from_slice(&frame);
+        }
+        c.send_raw(&frames);
+        drop(c); // close with most replies unread
+                 // Whatever was applied is a prefix of the session's requests (FIFO order).
+        std::thread::sleep(Duration::from_millis(200));
+        let mut kids = setup.get_children(&dir, false).unwrap();
+        kids.sort();
+        let want: Vec<String> = (0..kids.len()).map(|i| format!("n{i:03}")).collect();
+        assert_eq!(kids, want, "round {round}: applied creates are not a prefix");
+    }
+    assert_eq!(four_letter(srv.addr(), "ruok").unwrap(), "imok");
+    assert_eq!(setup.ping().err, 0);
+}
