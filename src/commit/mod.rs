@@ -94,9 +94,9 @@ pub async fn run(
         if let Some(c) = seq.take_batch() {
             shared.sessions.store(c.session_count, Ordering::Relaxed);
             shared.batches.fetch_add(1, Ordering::Relaxed);
-            let c = Arc::new(c);
+            shared.publish(Arc::new(c));
             for o in &outs {
-                if o.send(ToShard::Batch(c.clone())).await.is_err() {
+                if o.send(ToShard::Doorbell).await.is_err() {
                     return;
                 }
             }

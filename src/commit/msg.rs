@@ -62,7 +62,9 @@ pub struct Committed {
     pub session_count: usize,
 }
 
-/// Commit core -> shard.
+/// Commit core -> shard: "your inbox has new batches". The batches themselves go through the
+/// shard's inbox queue (see `Shared::inboxes`) so a shard can take them synchronously before a
+/// read; the bounded doorbell channel is the flow control.
 pub enum ToShard {
-    Batch(Arc<Committed>),
+    Doorbell,
 }

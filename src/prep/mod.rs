@@ -106,7 +106,7 @@ fn prep_create(tree: &Tree, c: &CreateRequest, ctx: &PrepCtx, in_multi: bool) ->
     if !acl::allowed(&parent.acl, perm::CREATE, ctx.auth) {
         return Err(err::NO_AUTH);
     }
-    let sequential = mode.sequential && !container;
+    let sequential = mode.sequential;
     let full: String = if sequential { format!("{}{}", c.path, seq_suffix(parent.cversion)) } else { c.path.clone() };
     if !path::is_valid(&full) {
         return Err(err::BAD_ARGUMENTS);

@@ -4,7 +4,9 @@
 //! Touched on accept/close and by counters only: never on a lock in the request path.
 //! Per-shard counters are cache-padded so cores do not share cache lines.
 
+use crate::commit::msg::Committed;
 use crate::config::Config;
+use crossbeam::queue::SegQueue;
 use crossbeam::utils::CachePadded;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -103,6 +105,12 @@ pub struct Shared {
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     pub sessions: AtomicUsize,
     pub batches: AtomicU64,
+    /// Each shard's queue of committed batches, in commit order (one producer: the commit
+    /// core; one consumer: the shard). Bounded by the doorbell channel's depth.
+    pub inboxes: Vec<SegQueue<Arc<Committed>>>,
+    /// Batches pushed to every shard's inbox so far. Raised only after all inboxes hold the
+    /// batch, so a shard that sees it can take the batch before answering anyone.
+    published: CachePadded<AtomicU64>,
 }
 
 impl Shared {
@@ -115,7 +123,22 @@ impl Shared {
             per_ip: Mutex::new(HashMap::new()),
             sessions: AtomicUsize::new(0),
             batches: AtomicU64::new(0),
+            inboxes: (0..shards).map(|_| SegQueue::new()).collect(),
+            published: CachePadded::new(AtomicU64::new(0)),
         }
+    }
+
+    /// Hands a committed batch to every shard (before any shard can answer for it).
+    pub fn publish(&self, c: Arc<Committed>) {
+        for inbox in &self.inboxes {
+            inbox.push(c.clone());
+        }
+        self.published.fetch_add(1, Ordering::Release);
+    }
+
+    /// Batches published so far.
+    pub fn published(&self) -> u64 {
+        self.published.load(Ordering::Acquire)
     }
 
     /// Counts a new connection from `ip`; false if `maxClientCnxns` is reached (0 = no limit).

@@ -45,8 +45,9 @@ enum Handshake {
 
 /// A request whose reply must wait for the replies before it.
 enum Slot {
-    /// A write at the commit core; `reply` is filled when its batch commits.
-    Write { reply: Option<Bytes>, close: bool, started: Instant },
+    /// A write. `pending` holds it until it is forwarded to the commit core (never ahead of a
+    /// queued read, so that read cannot observe it); `reply` is filled when its batch commits.
+    Write { pending: Option<Box<ToCommit>>, reply: Option<Bytes>, close: bool, started: Instant },
     /// A read queued behind a pending write.
     Read { xid: i32, req: Request },
     /// A reply already decided (auth, ping, errors) queued behind a pending write.
@@ -62,6 +63,7 @@ pub struct Conn {
     out: RefCell<VecDeque<Bytes>>,
     out_bytes: Cell<usize>,
     wake_writer: Notify,
+    wake_forwarder: Notify,
     progress: Notify,
     slots: RefCell<VecDeque<Slot>>,
     handshake: Cell<Handshake>,
@@ -97,6 +99,7 @@ impl Conn {
     pub fn close(&self, _shard: &Shard) {
         if !self.closing.replace(true) {
             self.wake_writer.notify();
+            self.wake_forwarder.notify();
             self.progress.notify();
         }
     }
@@ -130,7 +133,7 @@ impl Conn {
     pub fn write_done(&self, shard: &Shard, frame: Bytes, close: bool) {
         {
             let mut slots = self.slots.borrow_mut();
-            let slot = slots.iter_mut().find(|s| matches!(s, Slot::Write { reply: None, .. }));
+            let slot = slots.iter_mut().find(|s| matches!(s, Slot::Write { pending: None, reply: None, .. }));
             match slot {
                 Some(Slot::Write { reply, close: c, .. }) => {
                     *reply = Some(frame);
@@ -156,7 +159,7 @@ impl Conn {
                 }
             };
             match slot {
-                Slot::Write { reply: Some(frame), close, started } => {
+                Slot::Write { reply: Some(frame), close, started, .. } => {
                     self.record_latency(shard, started);
                     shard.shared.shards[shard.id].outstanding.fetch_sub(1, Ordering::Relaxed);
                     self.push_out(shard, frame);
@@ -164,7 +167,10 @@ impl Conn {
                         self.close(shard);
                     }
                 }
-                Slot::Read { xid, req } => self.serve_read(shard, xid, &req),
+                Slot::Read { xid, req } => {
+                    self.serve_read(shard, xid, &req);
+                    self.wake_forwarder.notify();
+                }
                 Slot::Ready { frame, close } => {
                     self.push_out(shard, frame);
                     if close {
@@ -186,6 +192,7 @@ impl Conn {
     }
 
     fn serve_read(&self, shard: &Shard, xid: i32, req: &Request) {
+        shard.catch_up();
         let tree = shard.tree();
         let mut events = Vec::new();
         let auth = self.auth.borrow().clone();
@@ -246,8 +253,22 @@ impl Conn {
         self.reply_in_order(shard, reply_empty(xid, 0, err::OK), false);
     }
 
+    /// The next write that may go to the commit core: the first unsent write with no queued
+    /// read before it.
+    fn next_forwardable(&self) -> Option<ToCommit> {
+        let mut slots = self.slots.borrow_mut();
+        for s in slots.iter_mut() {
+            match s {
+                Slot::Read { .. } => return None,
+                Slot::Write { pending, .. } if pending.is_some() => return pending.take().map(|b| *b),
+                _ => {}
+            }
+        }
+        None
+    }
+
     /// Handles one request frame (RequestHeader + record).
-    async fn request(&self, shard: &Shard, frame: &[u8]) {
+    fn request(&self, shard: &Shard, frame: &[u8]) {
         if frame.len() < 8 {
             self.close(shard);
             return;
@@ -281,8 +302,6 @@ impl Conn {
             Request::Reconfig => self.reply_in_order(shard, reply_empty(xid, zxid, err::RECONFIG_DISABLED), false),
             Request::Sasl => self.reply_in_order(shard, reply_empty(xid, zxid, err::UNIMPLEMENTED), false),
             req if Sequencer::is_write(&req) => {
-                self.slots.borrow_mut().push_back(Slot::Write { reply: None, close: false, started: Instant::now() });
-                shard.shared.shards[shard.id].outstanding.fetch_add(1, Ordering::Relaxed);
                 let msg = ToCommit::Write {
                     shard: shard.id,
                     conn: self.id,
@@ -291,9 +310,14 @@ impl Conn {
                     req,
                     auth: self.auth.borrow().clone(),
                 };
-                if shard.to_commit.send(msg).await.is_err() {
-                    self.close(shard);
-                }
+                self.slots.borrow_mut().push_back(Slot::Write {
+                    pending: Some(Box::new(msg)),
+                    reply: None,
+                    close: false,
+                    started: Instant::now(),
+                });
+                shard.shared.shards[shard.id].outstanding.fetch_add(1, Ordering::Relaxed);
+                self.wake_forwarder.notify();
             }
             req => {
                 debug_assert!(read::is_read(&req));
@@ -376,6 +400,23 @@ async fn writer<W: futures_lite::AsyncWrite + Unpin>(conn: Rc<Conn>, shard: Rc<S
     }
 }
 
+/// Forwards the connection's writes to the commit core in request order.
+async fn forwarder(conn: Rc<Conn>, shard: Rc<Shard>) {
+    loop {
+        let wait = conn.wake_forwarder.notified();
+        while let Some(msg) = conn.next_forwardable() {
+            if shard.to_commit.send(msg).await.is_err() {
+                conn.close(&shard);
+                return;
+            }
+        }
+        if conn.closing.get() {
+            return;
+        }
+        wait.await;
+    }
+}
+
 /// Serves one accepted connection to the end.
 pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, id: ConnId) {
     let _ = stream.set_nodelay(true);
@@ -389,6 +430,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, id: Co
         out: RefCell::new(VecDeque::new()),
         out_bytes: Cell::new(0),
         wake_writer: Notify::new(),
+        wake_forwarder: Notify::new(),
         progress: Notify::new(),
         slots: RefCell::new(VecDeque::new()),
         handshake: Cell::new(Handshake::Pending),
@@ -401,9 +443,11 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, id: Co
     shard.shared.shards[shard.id].connections.fetch_add(1, Ordering::Relaxed);
     let (mut rd, wr) = futures_lite::io::split(stream);
     let writer_task = glommio::spawn_local(writer(conn.clone(), shard.clone(), wr));
+    let forwarder_task = glommio::spawn_local(forwarder(conn.clone(), shard.clone()));
     read_loop(&shard, &conn, &mut rd).await;
     conn.close(&shard);
     writer_task.await;
+    forwarder_task.await;
     shard.forget(&conn);
 }
 
@@ -453,7 +497,7 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(shard: &Shard, conn: &Con
             match next_frame(&buf[start..], max) {
                 Ok(Some((r, used))) => {
                     let r = (r.start + start)..(r.end + start);
-                    conn.request(shard, &buf[r]).await;
+                    conn.request(shard, &buf[r]);
                     start += used;
                     if conn.closing.get() {
                         return;

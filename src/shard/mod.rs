@@ -38,6 +38,10 @@ pub struct Shard {
     watches: RefCell<WatchTable>,
     to_commit: ConnectedSender<ToCommit>,
     next_conn: Cell<u64>,
+    /// Committed batches taken from this shard's inbox so far.
+    applied: Cell<u64>,
+    /// True while a batch is being applied (reads served then use that batch's snapshot).
+    applying: Cell<bool>,
 }
 
 impl Shard {
@@ -51,6 +55,22 @@ impl Shard {
 
     fn conn(&self, id: ConnId) -> Option<Rc<Conn>> {
         self.conns.borrow().get(&id).cloned()
+    }
+
+    /// Applies every batch the commit core has published to this shard, so that a read served
+    /// now sees every write acknowledged anywhere (watch events are queued before the data).
+    pub fn catch_up(&self) {
+        let published = self.shared.published();
+        if self.applying.get() || published == self.applied.get() {
+            return;
+        }
+        self.applying.set(true);
+        while self.applied.get() < published {
+            let c = self.shared.inboxes[self.id].pop().expect("a published batch is in every inbox");
+            self.applied.set(self.applied.get() + 1);
+            self.apply_batch(&c);
+        }
+        self.applying.set(false);
     }
 
     /// Applies one committed batch: events, then the snapshot, then replies and closes.
@@ -151,12 +171,14 @@ pub async fn run(
         watches: RefCell::new(WatchTable::new()),
         to_commit,
         next_conn: Cell::new(1),
+        applied: Cell::new(0),
+        applying: Cell::new(false),
     });
     {
         let shard = shard.clone();
         glommio::spawn_local(async move {
-            while let Some(ToShard::Batch(c)) = from_commit.recv().await {
-                shard.apply_batch(&c);
+            while let Some(ToShard::Doorbell) = from_commit.recv().await {
+                shard.catch_up();
             }
         })
         .detach();
