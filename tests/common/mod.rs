@@ -312,14 +312,37 @@ pub fn four_letter(addr: &str, cmd: &str) -> io::Result<String> {
 
 /// Runs an async test body on a fresh multi-threaded runtime, bounded by 90 s so that a hang
 /// becomes a failure.
+///
+/// The `zookeeper-client` crate spawns its session task through `asyncs`/`spawns`, which needs
+/// the crate's `tokio` feature to find the tokio runtime; without it every connect panics with
+/// "no spawner". That panic is turned into a message naming the fix.
 pub fn run<F: Future>(f: F) -> F::Output {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
-    rt.block_on(async {
-        match tokio::time::timeout(Duration::from_secs(90), f).await {
-            Ok(v) => v,
-            Err(_) => panic!("test body did not finish within 90 s"),
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(async {
+            match tokio::time::timeout(Duration::from_secs(90), f).await {
+                Ok(v) => v,
+                Err(_) => panic!("test body did not finish within 90 s"),
+            }
+        })
+    }));
+    match result {
+        Ok(v) => v,
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            if msg.contains("no spawner") {
+                panic!(
+                    "zookeeper-client cannot spawn its session task: enable its tokio feature in \
+                     Cargo.toml: [dev-dependencies] zookeeper-client = {{ version = \"0.9\", features = [\"tokio\"] }}"
+                );
+            }
+            std::panic::resume_unwind(payload)
         }
-    })
+    }
 }
 
 /// Awaits `f` for at most [`OP_TIMEOUT`]; panics naming `what` on timeout.
