@@ -178,6 +178,45 @@ class ServerProcess:
         if self.tmpdir and not keep_dir and not os.environ.get("ZK_TEST_KEEP_DIRS"):
             shutil.rmtree(self.tmpdir, ignore_errors=True)
 
+    def restart(self, hard=False):
+        """Stop (SIGTERM, or SIGKILL if hard) and start again on the same port
+        with the same data directory."""
+        p = self.proc
+        if p is not None and p.poll() is None:
+            if hard:
+                p.kill()
+            else:
+                p.send_signal(signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(timeout=10)
+        elif p is not None:
+            p.wait()
+        if self._log_file is not None:
+            self._log_file.close()
+        self._log_file = open(self.log_path, "ab")
+        self._log_file.write(b"\n===== restart (%s) =====\n" % (b"SIGKILL" if hard else b"SIGTERM"))
+        self._log_file.flush()
+        self.proc = subprocess.Popen(
+            self._command(), stdin=subprocess.DEVNULL, stdout=self._log_file,
+            stderr=subprocess.STDOUT, cwd=self.tmpdir, start_new_session=True)
+        _live.add(self)
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            try:
+                self._wait_ready()
+                return self
+            except ServerStartError:
+                # the old listener may linger for a moment; retry while time remains
+                if self.proc.poll() is None or time.monotonic() > deadline:
+                    raise
+                self.proc = subprocess.Popen(
+                    self._command(), stdin=subprocess.DEVNULL, stdout=self._log_file,
+                    stderr=subprocess.STDOUT, cwd=self.tmpdir, start_new_session=True)
+                time.sleep(0.2)
+
     def kill_hard(self):
         """SIGKILL without cleaning up the data dir (for crash tests)."""
         if self.proc is not None and self.proc.poll() is None:
