@@ -380,3 +380,42 @@ def test_delete_container_opcode_from_client(raw, base):
         pass
     c2 = raw()
     assert c2.exists(ct + "/kid").err == 0
+
+
+# ---------------------------------------------------------------- 3.8.0 bugs: later semantics
+
+def test_remove_watches_persistent_types(raw, zk, server, base):
+    """removeWatches type Persistent (4) / PersistentRecursive (5) remove that
+    mode (doc §7.7).  ZooKeeper 3.8.0 answers MarshallingError (a bug)."""
+    if server.kind == "zk":
+        pytest.skip("ZooKeeper 3.8.0 bug: removeWatches with type 4/5 -> MarshallingError")
+    c = raw()
+    p, r = base + "/p", base + "/r"
+    assert c.add_watch(p, rawzk.AW_PERSISTENT).err == 0
+    assert c.add_watch(r, rawzk.AW_PERSISTENT_RECURSIVE).err == 0
+    assert c.check_watches(p, 4).err == 0
+    assert c.check_watches(r, 5).err == 0
+    assert c.check_watches(p, 5).err == rawzk.NOWATCHER
+    assert c.remove_watches(p, 4).err == 0
+    assert c.remove_watches(r, 5).err == 0
+    assert c.remove_watches(p, 4).err == rawzk.NOWATCHER
+    assert c.check_watches(r, rawzk.WT_ANY).err == rawzk.NOWATCHER
+    zk.create(p)
+    zk.create(r)
+    zk.create(r + "/x")
+    _fence(c, zk, base + "/fence")
+    assert [e.path for e in c.events] == [base + "/fence"]
+
+
+def test_check_watches_is_per_connection(raw, zk, server, base):
+    """checkWatches only looks at the calling connection's watches.  3.8.0
+    answers OK if any connection watches the path (a bug)."""
+    if server.kind == "zk":
+        pytest.skip("ZooKeeper 3.8.0 bug: checkWatches matches other connections' watches")
+    p = zk.create(base + "/w")
+    a, b = raw(), raw()
+    assert a.get_data(p, watch=True).err == 0
+    assert a.check_watches(p, rawzk.WT_DATA).err == 0
+    assert b.check_watches(p, rawzk.WT_DATA).err == rawzk.NOWATCHER
+    assert b.remove_watches(p, rawzk.WT_ANY).err == rawzk.NOWATCHER
+    assert a.check_watches(p, rawzk.WT_DATA).err == 0
