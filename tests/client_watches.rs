@@ -15,8 +15,17 @@ async fn next_oneshot(w: OneshotWatcher, what: &str) -> WatchedEvent {
     within(what, w.changed()).await
 }
 
+/// The next node event (session state events, e.g. Disconnected during a reconnect, skipped).
 async fn next_persistent(w: &mut PersistentWatcher, what: &str) -> WatchedEvent {
-    within(what, w.changed()).await
+    within(what, async {
+        loop {
+            let ev = w.changed().await;
+            if ev.event_type != EventType::Session {
+                return ev;
+            }
+        }
+    })
+    .await
 }
 
 fn assert_event(ev: &WatchedEvent, kind: EventType, path: &str) {
@@ -642,4 +651,65 @@ fn raw_one_event_per_connection_per_change() {
     expect_event(&mut r2, event::NODE_CREATED, &q);
     expect_event(&mut r, event::NODE_DELETED, &p);
     expect_event(&mut r, event::NODE_CREATED, &q);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Reconnect: the crate re-registers its watches with SetWatches on the new connection.
+
+#[test]
+fn watches_survive_a_reconnect_with_catch_up_events() {
+    let srv = Server::start();
+    let proxy = Proxy::start(srv.addr());
+    run(async {
+        let a = connect_with(proxy.addr(), Duration::from_secs(10)).await;
+        let b = connect(srv.addr()).await;
+        let id = a.session_id();
+        let base = unique_path("reconnect");
+        b.create(&base, b"", &persistent()).await.unwrap();
+        let p = format!("{base}/p");
+        let r = format!("{base}/r");
+        let eph = format!("{base}/eph");
+        b.create(&p, b"", &persistent()).await.unwrap();
+        a.create(&eph, b"", &ephemeral()).await.unwrap();
+        let (_, _, wp) = a.get_and_watch_data(&p).await.unwrap();
+        let (none, wr) = a.check_and_watch_stat(&r).await.unwrap();
+        assert!(none.is_none());
+        // (zookeeper-client 0.9.3 does not re-register persistent watches after a reconnect:
+        // `resend_watches` never selects SetWatches2. The server side of that is tested raw.)
+        let s_path = format!("{base}/s");
+        let (none, ws) = a.check_and_watch_stat(&s_path).await.unwrap();
+        assert!(none.is_none());
+        let mut state = a.state_watcher();
+
+        // Drop A's connection and hold its reconnect while B changes things.
+        proxy.pause();
+        proxy.cut();
+        within("disconnected state", async {
+            while state.state() != zookeeper_client::SessionState::Disconnected {
+                state.changed().await;
+            }
+        })
+        .await;
+        b.set_data(&p, b"changed while away", None).await.unwrap();
+        b.create(&r, b"", &persistent()).await.unwrap();
+        proxy.resume();
+        within("reconnected state", async {
+            while state.state() != zookeeper_client::SessionState::SyncConnected {
+                state.changed().await;
+            }
+        })
+        .await;
+
+        // Catch-up events from SetWatches (relative to the last zxid A saw).
+        assert_event(&next_oneshot(wp, "catch-up data change").await, EventType::NodeDataChanged, &p);
+        assert_event(&next_oneshot(wr, "catch-up creation").await, EventType::NodeCreated, &r);
+        // A watch with nothing to catch up on was re-registered: a later change fires it.
+        b.create(&s_path, b"", &persistent()).await.unwrap();
+        assert_event(&next_oneshot(ws, "re-registered exist watch").await, EventType::NodeCreated, &s_path);
+        // Same session; its ephemeral survived.
+        assert_eq!(a.session_id(), id);
+        let st = a.check_stat(&eph).await.unwrap().expect("ephemeral survives a reconnect");
+        assert_eq!(st.ephemeral_owner, id.0);
+    });
+    drop(proxy);
 }

@@ -894,3 +894,104 @@ fn parse_event(zxid: i64, body: &[u8]) -> RawEvent {
     d.done();
     RawEvent { zxid, kind, state, path }
 }
+
+// ------------------------------------------------------------------------------------------------
+// A TCP proxy that can drop its connections, to make a real client reconnect.
+
+/// Forwards 127.0.0.1:<port> to an upstream server. [`Proxy::cut`] shuts down every current
+/// connection; [`Proxy::pause`] holds new connections (accepted, not forwarded) until
+/// [`Proxy::resume`].
+pub struct Proxy {
+    addr: String,
+    inner: std::sync::Arc<ProxyInner>,
+    acceptor: Option<std::thread::JoinHandle<()>>,
+}
+
+struct ProxyInner {
+    upstream: String,
+    conns: std::sync::Mutex<Vec<TcpStream>>,
+    paused: std::sync::Mutex<bool>,
+    resumed: std::sync::Condvar,
+    stop: std::sync::atomic::AtomicBool,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str) -> Proxy {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("proxy bind");
+        let addr = listener.local_addr().unwrap().to_string();
+        let inner = std::sync::Arc::new(ProxyInner {
+            upstream: upstream.to_string(),
+            conns: std::sync::Mutex::new(Vec::new()),
+            paused: std::sync::Mutex::new(false),
+            resumed: std::sync::Condvar::new(),
+            stop: std::sync::atomic::AtomicBool::new(false),
+        });
+        let shared = inner.clone();
+        let acceptor = std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                {
+                    let mut paused = shared.paused.lock().unwrap();
+                    while *paused && !shared.stop.load(Ordering::SeqCst) {
+                        paused = shared.resumed.wait(paused).unwrap();
+                    }
+                }
+                if shared.stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(server) = TcpStream::connect(&shared.upstream) else { continue };
+                let _ = client.set_nodelay(true);
+                let _ = server.set_nodelay(true);
+                {
+                    let mut conns = shared.conns.lock().unwrap();
+                    conns.push(client.try_clone().unwrap());
+                    conns.push(server.try_clone().unwrap());
+                }
+                for (mut from, mut to) in [(client.try_clone().unwrap(), server.try_clone().unwrap()), (server, client)]
+                {
+                    std::thread::spawn(move || {
+                        let _ = io::copy(&mut from, &mut to);
+                        let _ = from.shutdown(Shutdown::Both);
+                        let _ = to.shutdown(Shutdown::Both);
+                    });
+                }
+            }
+        });
+        Proxy { addr, inner, acceptor: Some(acceptor) }
+    }
+
+    pub fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    /// Shuts down every connection made so far (both sides see EOF/reset).
+    pub fn cut(&self) {
+        for s in self.inner.conns.lock().unwrap().drain(..) {
+            let _ = s.shutdown(Shutdown::Both);
+        }
+    }
+
+    pub fn pause(&self) {
+        *self.inner.paused.lock().unwrap() = true;
+    }
+
+    pub fn resume(&self) {
+        *self.inner.paused.lock().unwrap() = false;
+        self.inner.resumed.notify_all();
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::SeqCst);
+        self.resume();
+        let _ = TcpStream::connect(&self.addr); // wake the acceptor
+        self.cut();
+        if let Some(t) = self.acceptor.take() {
+            let _ = t.join();
+        }
+    }
+}
