@@ -14,7 +14,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 /// Top-level modules of the pure layer (a directory `src/NAME/` or a file `src/NAME.rs`).
-const PURE_MODULES: &[&str] = &["proto", "tree", "txn", "prep", "session", "watch", "zab"];
+const PURE_MODULES: &[&str] = &["proto", "tree", "txn", "prep", "session", "watch", "read", "sequencer", "zab"];
 
 /// What a pure-layer module must not mention outside comments, and why.
 const FORBIDDEN_IN_PURE: &[(&str, &str)] = &[
@@ -58,13 +58,7 @@ fn is_pure(rel: &Path) -> bool {
         None => return false,
     };
     let is_dir_entry = parts.next().is_some();
-    PURE_MODULES.iter().any(|m| {
-        if is_dir_entry {
-            first == *m
-        } else {
-            first == format!("{m}.rs")
-        }
-    })
+    PURE_MODULES.iter().any(|m| if is_dir_entry { first == *m } else { first == format!("{m}.rs") })
 }
 
 /// The code of each line of a Rust source with comments removed (line and block comments,
@@ -112,9 +106,7 @@ fn code_lines(src: &str) -> Vec<String> {
                     } else if c == '\'' {
                         // A char literal ('x', '\n', '\u{1F600}') or a lifetime ('a).
                         if next == Some('\\') {
-                            let end = chars
-                                .get(i + 3..)
-                                .and_then(|r| r.iter().position(|&q| q == '\''));
+                            let end = chars.get(i + 3..).and_then(|r| r.iter().position(|&q| q == '\''));
                             let len = end.map_or(chars.len() - i, |e| e + 4);
                             code.extend(&chars[i..i + len]);
                             i += len;
@@ -141,9 +133,7 @@ fn code_lines(src: &str) -> Vec<String> {
                 }
                 State::RawStr(hashes) => {
                     code.push(c);
-                    if c == '"'
-                        && chars[i + 1..].iter().take_while(|&&h| h == '#').count() >= hashes
-                    {
+                    if c == '"' && chars[i + 1..].iter().take_while(|&&h| h == '#').count() >= hashes {
                         code.extend(&chars[i + 1..i + 1 + hashes]);
                         state = State::Code;
                         i += 1 + hashes;
@@ -152,11 +142,7 @@ fn code_lines(src: &str) -> Vec<String> {
                 }
                 State::Block(depth) => {
                     if c == '*' && next == Some('/') {
-                        state = if depth == 1 {
-                            State::Code
-                        } else {
-                            State::Block(depth - 1)
-                        };
+                        state = if depth == 1 { State::Code } else { State::Block(depth - 1) };
                         i += 2;
                         continue;
                     } else if c == '/' && next == Some('*') {
@@ -200,14 +186,8 @@ fn find_token(hay: &str, needle: &str) -> Option<usize> {
 fn check_pure(name: &str, src: &str) -> Vec<String> {
     let mut found = Vec::new();
     for (n, code) in code_lines(src).iter().enumerate() {
-        if let Some((token, why)) = FORBIDDEN_IN_PURE
-            .iter()
-            .find(|(t, _)| find_token(code, t).is_some())
-        {
-            found.push(format!(
-                "{name}:{}: pure-layer module mentions `{token}` ({why})",
-                n + 1
-            ));
+        if let Some((token, why)) = FORBIDDEN_IN_PURE.iter().find(|(t, _)| find_token(code, t).is_some()) {
+            found.push(format!("{name}:{}: pure-layer module mentions `{token}` ({why})", n + 1));
         }
     }
     found
@@ -217,9 +197,7 @@ fn check_pure(name: &str, src: &str) -> Vec<String> {
 fn check_module_doc(name: &str, src: &str) -> Vec<String> {
     match src.lines().find(|l| !l.trim().is_empty()) {
         Some(first) if first.trim_start().starts_with("//!") => Vec::new(),
-        _ => vec![format!(
-            "{name}:1: no leading `//!` doc comment saying what this module owns"
-        )],
+        _ => vec![format!("{name}:1: no leading `//!` doc comment saying what this module owns")],
     }
 }
 
@@ -228,13 +206,7 @@ fn check_line_length(name: &str, src: &str) -> Vec<String> {
     src.lines()
         .enumerate()
         .filter(|(_, l)| l.chars().count() > MAX_LINE_CHARS)
-        .map(|(n, l)| {
-            format!(
-                "{name}:{}: line is {} characters (max {MAX_LINE_CHARS})",
-                n + 1,
-                l.chars().count()
-            )
-        })
+        .map(|(n, l)| format!("{name}:{}: line is {} characters (max {MAX_LINE_CHARS})", n + 1, l.chars().count()))
         .collect()
 }
 
@@ -266,16 +238,8 @@ fn tidy_src() {
             }
         }
     }
-    println!(
-        "tidy: {} files under src/, {scanned_pure} in the pure layer",
-        files.len()
-    );
-    assert!(
-        violations.is_empty(),
-        "tidy found {} problem(s):\n{}",
-        violations.len(),
-        violations.join("\n")
-    );
+    println!("tidy: {} files under src/, {scanned_pure} in the pure layer", files.len());
+    assert!(violations.is_empty(), "tidy found {} problem(s):\n{}", violations.len(), violations.join("\n"));
 }
 
 #[test]
@@ -289,10 +253,7 @@ fn pure_layer_scanner_catches_and_spares() {
                fn j() { getrandom::getrandom(&mut [0u8; 4]).unwrap(); }\n\
                fn k() { let s = \"http://example\"; glommio::yield_if_needed(); }\n";
     let found = check_pure("bad.rs", bad);
-    let lines: Vec<&str> = found
-        .iter()
-        .map(|v| v.split(": ").next().unwrap())
-        .collect();
+    let lines: Vec<&str> = found.iter().map(|v| v.split(": ").next().unwrap()).collect();
     assert_eq!(
         lines,
         ["bad.rs:2", "bad.rs:3", "bad.rs:4", "bad.rs:5", "bad.rs:6", "bad.rs:7", "bad.rs:8"],
@@ -328,22 +289,13 @@ fn pure_layer_paths() {
 #[test]
 fn module_doc_and_line_length_checks() {
     assert!(check_module_doc("a.rs", "\n//! Owns things.\nfn f() {}\n").is_empty());
-    assert_eq!(
-        check_module_doc("b.rs", "/// item doc\nfn f() {}\n").len(),
-        1
-    );
-    assert_eq!(
-        check_module_doc("c.rs", "use std::io;\n//! late\n").len(),
-        1
-    );
+    assert_eq!(check_module_doc("b.rs", "/// item doc\nfn f() {}\n").len(), 1);
+    assert_eq!(check_module_doc("c.rs", "use std::io;\n//! late\n").len(), 1);
     assert_eq!(check_module_doc("d.rs", "").len(), 1);
 
     let ok = "x".repeat(MAX_LINE_CHARS);
     let wide = "─".repeat(MAX_LINE_CHARS); // 3 bytes each: characters are counted, not bytes
     let long = "y".repeat(MAX_LINE_CHARS + 1);
     let text = format!("{ok}\n{wide}\n{long}\n");
-    assert_eq!(
-        check_line_length("e.rs", &text),
-        ["e.rs:3: line is 121 characters (max 120)"]
-    );
+    assert_eq!(check_line_length("e.rs", &text), ["e.rs:3: line is 121 characters (max 120)"]);
 }

@@ -126,7 +126,10 @@ fn server_lines(shard: &Shard) -> String {
     let t = totals(shard);
     let tree = shard.tree();
     format!(
-        "Latency min/avg/max: {}/{}/{}\nReceived: {}\nSent: {}\nConnections: {}\nOutstanding: {}\nZxid: 0x{:x}\nMode: standalone\nNode count: {}\n",
+        concat!(
+            "Latency min/avg/max: {}/{}/{}\nReceived: {}\nSent: {}\nConnections: {}\nOutstanding: {}\n",
+            "Zxid: 0x{:x}\nMode: standalone\nNode count: {}\n"
+        ),
         t.min_ms,
         java_double(t.avg_ms),
         t.max_ms,
@@ -226,32 +229,52 @@ fn mntr(shard: &Shard) -> String {
     s
 }
 
+fn key_values(head: &str, kvs: &[(&str, String)]) -> String {
+    let mut s = head.to_string();
+    for (k, v) in kvs {
+        let _ = writeln!(s, "{k}={v}");
+    }
+    s
+}
+
 fn conf(shard: &Shard) -> String {
     let c = &shard.cfg;
     let (min, max) = c.session_timeout_bounds();
     let data = c.data_dir.display().to_string();
     let log = c.data_log_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| data.clone());
-    format!(
-        "clientPort={}\nsecureClientPort=-1\ndataDir={data}\ndataDirSize={}\ndataLogDir={log}\ndataLogSize={}\ntickTime={}\nmaxClientCnxns={}\nminSessionTimeout={min}\nmaxSessionTimeout={max}\nclientPortListenBacklog=-1\nserverId=0\ncores={}\n",
-        c.client_port,
-        dir_size(&c.data_dir),
-        c.data_log_dir.as_ref().map(|p| dir_size(p)).unwrap_or(0),
-        c.tick_time,
-        c.max_client_cnxns,
-        shard.shared.shards.len(),
+    key_values(
+        "",
+        &[
+            ("clientPort", c.client_port.to_string()),
+            ("secureClientPort", "-1".into()),
+            ("dataDir", data),
+            ("dataDirSize", dir_size(&c.data_dir).to_string()),
+            ("dataLogDir", log),
+            ("dataLogSize", c.data_log_dir.as_ref().map(|p| dir_size(p)).unwrap_or(0).to_string()),
+            ("tickTime", c.tick_time.to_string()),
+            ("maxClientCnxns", c.max_client_cnxns.to_string()),
+            ("minSessionTimeout", min.to_string()),
+            ("maxSessionTimeout", max.to_string()),
+            ("clientPortListenBacklog", "-1".into()),
+            ("serverId", "0".into()),
+            ("cores", shard.shared.shards.len().to_string()),
+        ],
     )
 }
 
 fn envi() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let os = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
-    let cwd = std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default();
-    format!(
-        "Environment:\nzookeeper.version={VERSION}\nhost.name={}\nos.name=Linux\nos.arch={}\nos.version={}\nuser.dir={cwd}\ncorezk.version={}\n",
-        host.trim(),
-        std::env::consts::ARCH,
-        os.trim(),
-        env!("CARGO_PKG_VERSION"),
+    let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default().trim().to_string();
+    key_values(
+        "Environment:\n",
+        &[
+            ("zookeeper.version", VERSION.into()),
+            ("host.name", read("/proc/sys/kernel/hostname")),
+            ("os.name", "Linux".into()),
+            ("os.arch", std::env::consts::ARCH.into()),
+            ("os.version", read("/proc/sys/kernel/osrelease")),
+            ("user.dir", std::env::current_dir().map(|p| p.display().to_string()).unwrap_or_default()),
+            ("corezk.version", env!("CARGO_PKG_VERSION").into()),
+        ],
     )
 }
 

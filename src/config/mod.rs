@@ -312,8 +312,8 @@ mod tests {
     #[test]
     fn zoo_cfg_keys() {
         let mut c = Config::default();
-        c.apply_cfg("# c\ntickTime=3000\nclientPort = 2182\n4lw.commands.whitelist=ruok, stat\nadmin.enableServer=false\nserver.1=127.0.0.1:2888:3888\n")
-            .unwrap();
+        let cfg = "# c\ntickTime=3000\nclientPort = 2182\n4lw.commands.whitelist=ruok, stat\n";
+        c.apply_cfg(&format!("{cfg}admin.enableServer=false\nserver.1=127.0.0.1:2888:3888\n")).unwrap();
         assert_eq!(c.tick_time, 3000);
         assert_eq!(c.client_port, 2182);
         assert!(c.four_letter_words.allows("ruok") && c.four_letter_words.allows("srvr"));

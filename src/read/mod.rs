@@ -215,12 +215,12 @@ pub fn serve(ctx: &mut ReadCtx, xid: i32, req: &Request, events: &mut Vec<Bytes>
         Request::RemoveWatches { path, kind } => match ctx.watches.remove(path, ctx.conn, *kind) {
             Ok(true) => fail(err::OK),
             Ok(false) => fail(err::NO_WATCHER),
-            Err(()) => fail(err::MARSHALLING_ERROR),
+            Err(_) => fail(err::MARSHALLING_ERROR),
         },
         Request::CheckWatches { path, kind } => match ctx.watches.has(path, ctx.conn, *kind) {
             Ok(true) => fail(err::OK),
             Ok(false) => fail(err::NO_WATCHER),
-            Err(()) => fail(err::MARSHALLING_ERROR),
+            Err(_) => fail(err::MARSHALLING_ERROR),
         },
         _ => fail(err::UNIMPLEMENTED),
     }

@@ -102,10 +102,14 @@ pub fn allowed(acl: &[Acl], required: i32, auth: &AuthInfo) -> bool {
     })
 }
 
-/// ZooKeeper's fixupACL: validates an ACL list and expands `auth` entries. `Err` is InvalidACL.
-pub fn fixup(acl: &[Acl], auth: &AuthInfo) -> Result<Vec<Acl>, ()> {
+/// An ACL list ZooKeeper rejects with InvalidACL.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InvalidAcl;
+
+/// ZooKeeper's fixupACL: validates an ACL list and expands `auth` entries.
+pub fn fixup(acl: &[Acl], auth: &AuthInfo) -> Result<Vec<Acl>, InvalidAcl> {
     if acl.is_empty() {
-        return Err(());
+        return Err(InvalidAcl);
     }
     let mut out: Vec<Acl> = Vec::with_capacity(acl.len());
     let push = |a: Acl, out: &mut Vec<Acl>| {
@@ -123,7 +127,7 @@ pub fn fixup(acl: &[Acl], auth: &AuthInfo) -> Result<Vec<Acl>, ()> {
                     push(Acl { perms: a.perms, id: id.clone() }, &mut out);
                 }
                 if !any {
-                    return Err(());
+                    return Err(InvalidAcl);
                 }
             }
             "digest" => {
@@ -133,12 +137,12 @@ pub fn fixup(acl: &[Acl], auth: &AuthInfo) -> Result<Vec<Acl>, ()> {
                     n -= 1;
                 }
                 if n != 2 {
-                    return Err(());
+                    return Err(InvalidAcl);
                 }
                 push(a.clone(), &mut out)
             }
             "ip" if ip_spec_valid(&a.id.id) => push(a.clone(), &mut out),
-            _ => return Err(()),
+            _ => return Err(InvalidAcl),
         }
     }
     Ok(out)

@@ -27,6 +27,10 @@ pub enum Table {
 type Fixed = BuildHasherDefault<DefaultHasher>;
 type Watchers = BTreeMap<ConnId, u8>;
 
+/// A removeWatches/checkWatches watcher type ZooKeeper does not know.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadWatcherType;
+
 /// One event to deliver.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fired {
@@ -170,9 +174,9 @@ impl WatchTable {
     }
 
     /// removeWatches: `Ok(true)` if something was removed, `Ok(false)` if nothing matched,
-    /// `Err(())` for an unknown watcher type.
-    pub fn remove(&mut self, path: &str, conn: ConnId, kind: i32) -> Result<bool, ()> {
-        let sel = Self::selection(kind).ok_or(())?;
+    /// `Err` for an unknown watcher type.
+    pub fn remove(&mut self, path: &str, conn: ConnId, kind: i32) -> Result<bool, BadWatcherType> {
+        let sel = Self::selection(kind).ok_or(BadWatcherType)?;
         let mut any = false;
         for &(t, m) in sel {
             any |= self.clear(t, path, conn, m);
@@ -181,8 +185,8 @@ impl WatchTable {
     }
 
     /// checkWatches: whether `conn` holds a watch of `kind` on `path`.
-    pub fn has(&self, path: &str, conn: ConnId, kind: i32) -> Result<bool, ()> {
-        let sel = Self::selection(kind).ok_or(())?;
+    pub fn has(&self, path: &str, conn: ConnId, kind: i32) -> Result<bool, BadWatcherType> {
+        let sel = Self::selection(kind).ok_or(BadWatcherType)?;
         Ok(sel.iter().any(|&(t, m)| {
             let idx = match t {
                 Table::Data => &self.data,
@@ -307,7 +311,7 @@ mod tests {
         assert_eq!(fire(&mut w, TriggerKind::DataChanged, "/a"), vec![(1, 3), (2, 3)], "persistent stays");
         assert_eq!(w.remove("/a", 2, watcher_type::DATA), Ok(false));
         assert_eq!(w.remove("/a", 2, watcher_type::PERSISTENT_RECURSIVE), Ok(true));
-        assert_eq!(w.remove("/a", 1, 99), Err(()));
+        assert_eq!(w.remove("/a", 1, 99), Err(BadWatcherType));
         assert_eq!(w.has("/a", 1, watcher_type::PERSISTENT), Ok(true));
         w.remove_conn(1);
         assert_eq!(w.total(), 0);
