@@ -330,6 +330,26 @@ fn acl_digest_auth_and_no_auth() {
         within("super auth", root.auth("digest".to_string(), b"super:test".to_vec())).await.unwrap();
         assert_eq!(root.get_data(&secret).await.unwrap().0, b"s3cret");
 
+        // `auth` ACLs expand to every authenticated (non-ip) id of the creator.
+        let double = connect(srv.addr()).await;
+        within("auth 1", double.auth("digest".to_string(), b"user:password".to_vec())).await.unwrap();
+        within("auth 2", double.auth("digest".to_string(), b"other:pw".to_vec())).await.unwrap();
+        let both = format!("{base}/both");
+        double.create(&both, b"", &CreateMode::Persistent.with_acls(Acls::creator_all())).await.unwrap();
+        let (mut acl, _) = double.get_acl(&both).await.unwrap();
+        acl.sort_by(|a, b| a.id().cmp(b.id()));
+        let other_digest = {
+            let (a, _) = double.get_acl(&both).await.unwrap();
+            a.into_iter().find(|a| a.id().starts_with("other:")).expect("an entry for other").id().to_string()
+        };
+        assert_eq!(
+            acl,
+            vec![
+                Acl::new(Permission::ALL, AuthId::new("digest", &other_digest)),
+                Acl::new(Permission::ALL, AuthId::new("digest", "user:tpUq/4Pn5A64fVZyQ0gOJ8ZWqkY=")),
+            ]
+        );
+
         // A second client with the same credentials is the same identity.
         let twin = connect(srv.addr()).await;
         within("twin auth", twin.auth("digest".to_string(), b"user:password".to_vec())).await.unwrap();

@@ -334,3 +334,46 @@ fn second_process_on_the_same_data_dir_refuses_to_start() {
     }
     assert_eq!(four_letter(srv.addr(), "ruok").unwrap(), "imok", "the first server is unaffected");
 }
+
+#[test]
+fn configured_session_timeout_bounds_apply() {
+    let Some(srv) = Server::start_profile(
+        "session_bounds",
+        &[("minSessionTimeout", Some("5000")), ("maxSessionTimeout", Some("7000"))],
+    ) else {
+        return;
+    };
+    let conf = four_letter(srv.addr(), "conf").unwrap();
+    assert!(conf.contains("minSessionTimeout=5000\n") && conf.contains("maxSessionTimeout=7000\n"), "conf:\n{conf}");
+    for (asked, want) in [(1_000, 5_000), (6_000, 6_000), (30_000, 7_000)] {
+        let mut c = RawConn::open(srv.addr());
+        let r = c.handshake(&connect_request(0, asked, 0, Some(&[0u8; 16]), Some(false))).unwrap();
+        assert_eq!(r.timeout_ms, want, "asked for {asked} ms");
+    }
+}
+
+#[test]
+fn many_sessions_come_and_go() {
+    let srv = Server::start();
+    run(async {
+        let observer = connect(srv.addr()).await;
+        let base = unique_path("many");
+        observer.create(&base, b"", &persistent()).await.unwrap();
+        let mut clients = Vec::new();
+        for i in 0..40 {
+            let c = connect(srv.addr()).await;
+            c.create(&format!("{base}/e{i:02}"), b"", &ephemeral()).await.unwrap();
+            clients.push(c);
+        }
+        let ids: std::collections::HashSet<i64> = clients.iter().map(|c| c.session_id().0).collect();
+        assert_eq!(ids.len(), 40, "distinct session ids");
+        assert_eq!(observer.get_children(&base).await.unwrap().1.num_children, 40);
+        drop(clients);
+        eventually("all 40 ephemerals removed", Duration::from_secs(10), || async {
+            observer.get_children(&base).await.unwrap().1.num_children == 0
+        })
+        .await;
+        let (_, st) = observer.get_children(&base).await.unwrap();
+        assert_eq!(st.cversion, 80);
+    });
+}

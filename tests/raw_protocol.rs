@@ -917,3 +917,64 @@ fn abrupt_disconnect_with_writes_in_flight_applies_a_prefix() {
     assert_eq!(four_letter(srv.addr(), "ruok").unwrap(), "imok");
     assert_eq!(setup.ping().err, 0);
 }
+
+#[test]
+fn four_letter_word_formats() {
+    let srv = Server::start();
+    let addr = srv.addr();
+    assert_eq!(four_letter(addr, "isro").unwrap(), "rw");
+    let conf = four_letter(addr, "conf").unwrap();
+    for line in ["tickTime=2000", "maxClientCnxns=0", "minSessionTimeout=4000", "maxSessionTimeout=40000"] {
+        assert!(conf.lines().any(|l| l == line), "conf lacks {line:?}:\n{conf}");
+    }
+    assert!(conf.lines().any(|l| l.starts_with("clientPort=")), "conf:\n{conf}");
+    let envi = four_letter(addr, "envi").unwrap();
+    assert!(envi.starts_with("Environment:\n"), "envi:\n{envi}");
+    assert!(envi.lines().nth(1).unwrap_or("").starts_with("zookeeper.version="), "envi:\n{envi}");
+    assert_eq!(four_letter(addr, "srst").unwrap(), "Server stats reset.\n");
+    assert_eq!(four_letter(addr, "crst").unwrap(), "Connection stats reset.\n");
+
+    // A session with two data watches and one child watch.
+    let base = unique_path("wchs");
+    let mut c = RawConn::session(addr, 10_000);
+    assert_eq!(c.create(&base, Some(b""), 0).err, 0);
+    assert_eq!(c.create(&format!("{base}/a"), Some(b""), 0).err, 0);
+    c.get_data(&base, true).unwrap();
+    c.get_data(&format!("{base}/a"), true).unwrap();
+    c.get_children(&base, true).unwrap();
+    let wchs = four_letter(addr, "wchs").unwrap();
+    let lines: Vec<&str> = wchs.lines().collect();
+    assert!(
+        lines.len() == 2
+            && lines[0].ends_with(" paths")
+            && lines[0].contains(" connections watching ")
+            && lines[1].starts_with("Total watches:"),
+        "wchs:\n{wchs}"
+    );
+    if !srv.is_external() {
+        // Only the data-watch table counts. (The count may lag the registration a little.)
+        let want = "1 connections watching 2 paths\nTotal watches:2\n";
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut got = wchs.clone();
+        while got != want && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+            got = four_letter(addr, "wchs").unwrap();
+        }
+        assert_eq!(got, want);
+    }
+    let wchc = four_letter(addr, "wchc").unwrap();
+    let sid = format!("0x{:x}", c.session_id);
+    assert!(wchc.contains(&format!("{sid}\n")), "wchc lacks {sid}:\n{wchc}");
+    assert!(wchc.contains(&format!("\t{base}\n")), "wchc:\n{wchc}");
+    let wchp = four_letter(addr, "wchp").unwrap();
+    assert!(wchp.contains(&format!("{base}\n\t{sid}\n")), "wchp:\n{wchp}");
+    let cons = four_letter(addr, "cons").unwrap();
+    assert!(cons.contains(&format!("sid={sid}")), "cons lacks sid={sid}:\n{cons}");
+    let stat = four_letter(addr, "stat").unwrap();
+    assert!(stat.contains("\nClients:\n") && stat.contains("Mode: standalone"), "stat:\n{stat}");
+    let mntr = four_letter(addr, "mntr").unwrap();
+    for key in ["zk_version", "zk_znode_count", "zk_watch_count", "zk_num_alive_connections", "zk_ephemerals_count"] {
+        assert!(mntr.lines().any(|l| l.starts_with(&format!("{key}\t"))), "mntr lacks {key}:\n{mntr}");
+    }
+    assert_eq!(c.ping().err, 0);
+}
