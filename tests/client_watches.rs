@@ -713,3 +713,40 @@ fn watches_survive_a_reconnect_with_catch_up_events() {
     });
     drop(proxy);
 }
+
+/// Events are delivered only to connections that may READ the node (CVE-2024-23944, fixed in
+/// 3.8.4 and 3.9.2; not in 3.8.0).
+#[test]
+fn raw_events_are_filtered_by_read_permission() {
+    let srv = Server::start();
+    if srv.is_zookeeper_380() {
+        eprintln!("note: ZooKeeper 3.8.0 predates watch-event ACL filtering; not tested");
+        return;
+    }
+    let base = unique_path("aclwatch");
+    let mut owner = RawConn::session(srv.addr(), 10_000);
+    let (h, _) = owner.call(op::AUTH, &Enc::new().i32(0).str("digest").buf(Some(b"user:password")).bytes());
+    assert_eq!(h.err, 0);
+    create_raw(&mut owner, &base);
+    let secret = format!("{base}/secret");
+    let mut r = RawConn::session(srv.addr(), 10_000);
+    assert_eq!(r.exists(&secret, true), Err(code::NO_NODE));
+    // The node appears with an ACL that gives r no READ.
+    let body = Enc::new()
+        .str(&secret)
+        .buf(Some(b"s"))
+        .i32(1)
+        .i32(31)
+        .str("digest")
+        .str("user:tpUq/4Pn5A64fVZyQ0gOJ8ZWqkY=")
+        .i32(0)
+        .bytes();
+    assert_eq!(owner.call(op::CREATE, &body).0.err, 0);
+    // exists on it now fails with NoAuth and sets no watch.
+    assert_eq!(r.exists(&secret, true), Err(code::NO_AUTH));
+    set_data_raw(&mut owner, &secret, b"t");
+    let s = format!("{base}/sentinel");
+    assert_eq!(r.exists(&s, true), Err(code::NO_NODE));
+    create_raw(&mut owner, &s);
+    expect_event(&mut r, event::NODE_CREATED, &s);
+}

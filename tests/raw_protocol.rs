@@ -978,3 +978,35 @@ fn four_letter_word_formats() {
     }
     assert_eq!(c.ping().err, 0);
 }
+
+#[test]
+fn ttl_and_container_create_validation() {
+    let srv = Server::start();
+    let mut c = RawConn::session(srv.addr(), 10_000);
+    let base = unique_path("ttlval");
+    assert_eq!(c.create(&base, Some(b""), 0).err, 0);
+    let create_ttl = |c: &mut RawConn, name: &str, flags: i32, ttl: i64| {
+        let body = Enc::new().str(&format!("{base}/{name}")).buf(Some(b"")).world_acl(31).i32(flags).i64(ttl).bytes();
+        c.call(op::CREATE_TTL, &body).0.err
+    };
+    assert_eq!(create_ttl(&mut c, "ok", 5, 60_000), 0);
+    assert_eq!(create_ttl(&mut c, "okseq-", 6, 60_000), 0);
+    assert_eq!(create_ttl(&mut c, "max", 5, 0xff_ffff_ffff), 0);
+    assert_eq!(create_ttl(&mut c, "zero", 5, 0), code::BAD_ARGUMENTS, "ttl 0");
+    assert_eq!(create_ttl(&mut c, "neg", 5, -5), code::BAD_ARGUMENTS, "negative ttl");
+    assert_eq!(create_ttl(&mut c, "huge", 5, 0x100_0000_0000), code::BAD_ARGUMENTS, "ttl over 2^40-1");
+    assert_eq!(create_ttl(&mut c, "plainflag", 0, 60_000), code::BAD_ARGUMENTS, "createTTL with a non-TTL mode");
+    assert_eq!(create_ttl(&mut c, "ephflag", 1, 60_000), code::BAD_ARGUMENTS, "createTTL with an ephemeral mode");
+    // TTL modes through plain create have no ttl: BadArguments.
+    assert_eq!(c.create(&format!("{base}/ttlviacreate"), Some(b""), 5).err, code::BAD_ARGUMENTS);
+    // createContainer with a TTL or unknown mode.
+    for flags in [5, 6, 7] {
+        let body = Enc::new().str(&format!("{base}/c{flags}")).buf(Some(b"")).world_acl(31).i32(flags).bytes();
+        assert_eq!(c.call(op::CREATE_CONTAINER, &body).0.err, code::BAD_ARGUMENTS, "createContainer flags {flags}");
+    }
+    let st = c.exists(&format!("{base}/ok"), false).unwrap();
+    assert_eq!(st.ephemeral_owner, 0, "TTL nodes report ephemeralOwner 0");
+    let mut kids = c.get_children(&base, false).unwrap();
+    kids.sort();
+    assert_eq!(kids, vec!["max", "ok", "okseq-0000000001"]);
+}
