@@ -750,3 +750,50 @@ fn raw_events_are_filtered_by_read_permission() {
     create_raw(&mut owner, &s);
     expect_event(&mut r, event::NODE_CREATED, &s);
 }
+
+#[test]
+fn recursive_watch_under_concurrent_writers_loses_and_duplicates_nothing() {
+    let srv = Server::start();
+    run(async {
+        let watcher = connect(srv.addr()).await;
+        let setup = connect(srv.addr()).await;
+        let base = unique_path("storm");
+        setup.create(&base, b"", &persistent()).await.unwrap();
+        for w in 0..4 {
+            setup.create(&format!("{base}/w{w}"), b"0", &persistent()).await.unwrap();
+        }
+        let mut rw = watcher.watch(&base, AddWatchMode::PersistentRecursive).await.unwrap();
+        let mut tasks = Vec::new();
+        for w in 0..4 {
+            let addr = srv.addr().to_string();
+            let path = format!("{base}/w{w}");
+            tasks.push(tokio::spawn(async move {
+                let zk = connect(&addr).await;
+                for i in 1..=50 {
+                    zk.set_data(&path, i.to_string().as_bytes(), Some(i - 1)).await.unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            within("writer", t).await.unwrap();
+        }
+        let mut per_path = std::collections::HashMap::<String, usize>::new();
+        let mut last_zxid = -1;
+        for i in 0..200 {
+            let ev = next_persistent(&mut rw, &format!("event {i} of 200")).await;
+            assert_eq!(ev.event_type, EventType::NodeDataChanged, "{ev:?}");
+            if ev.zxid != -1 {
+                assert!(ev.zxid > last_zxid, "event zxids must increase: {last_zxid} then {}", ev.zxid);
+                last_zxid = ev.zxid;
+            }
+            *per_path.entry(ev.path).or_default() += 1;
+        }
+        for w in 0..4 {
+            assert_eq!(per_path.get(&format!("{base}/w{w}")), Some(&50), "{per_path:?}");
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), rw.changed()).await.is_err(),
+            "no events beyond the 200 changes"
+        );
+    });
+}

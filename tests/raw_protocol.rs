@@ -1010,3 +1010,43 @@ fn ttl_and_container_create_validation() {
     kids.sort();
     assert_eq!(kids, vec!["max", "ok", "okseq-0000000001"]);
 }
+
+#[test]
+fn thousands_of_pipelined_requests_are_answered_in_order() {
+    let srv = Server::start();
+    let base = unique_path("pipeline");
+    let mut c = RawConn::session(srv.addr(), 30_000);
+    assert_eq!(c.create(&base, Some(b"x"), 0).err, 0);
+    const N: i32 = 5000;
+    let mut frames = Vec::new();
+    for xid in 1..=N {
+        // Mostly reads, every 10th a write.
+        let frame = if xid % 10 == 0 {
+            Enc::new().i32(xid).i32(op::SET_DATA).str(&base).buf(Some(xid.to_string().as_bytes())).i32(-1).bytes()
+        } else {
+            Enc::new().i32(xid).i32(op::GET_DATA).str(&base).bool(false).bytes()
+        };
+        frames.extend_from_slice(&(frame.len() as i32).to_be_bytes());
+        frames.extend_from_slice(&frame);
+    }
+    let mut writer = c.stream.try_clone().unwrap();
+    writer.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
+    let t = std::thread::spawn(move || {
+        use std::io::Write;
+        writer.write_all(&frames)
+    });
+    let mut last_write = 0;
+    for xid in 1..=N {
+        let (h, body) = c.read_reply().unwrap_or_else(|e| panic!("reply {xid}: {e:?}"));
+        assert_eq!((h.xid, h.err), (xid, 0), "reply order");
+        if xid % 10 == 0 {
+            last_write = xid;
+        } else {
+            let mut d = Dec::new(&body);
+            let data = d.buf().unwrap();
+            let want = if last_write == 0 { "x".to_string() } else { last_write.to_string() };
+            assert_eq!(String::from_utf8(data).unwrap(), want, "xid {xid} sees exactly the writes before it");
+        }
+    }
+    t.join().unwrap().expect("all requests written");
+}
