@@ -110,6 +110,11 @@ impl SessionTable {
         self.sessions.len()
     }
 
+    /// The next id `allocate_id` would try (kept in snapshots so ids are never reused).
+    pub fn next_id(&self) -> i64 {
+        self.next_id
+    }
+
     pub fn is_empty(&self) -> bool {
         self.sessions.is_empty()
     }

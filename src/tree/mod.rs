@@ -63,6 +63,24 @@ pub fn kind_of_owner(owner: i64) -> Kind {
 }
 
 impl Node {
+    /// A node as stored in a snapshot (children are rebuilt by `Tree::from_nodes`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn restore(
+        data: Option<Bytes>,
+        acl: Arc<Vec<Acl>>,
+        czxid: i64,
+        mzxid: i64,
+        ctime: i64,
+        mtime: i64,
+        version: i32,
+        cversion: i32,
+        aversion: i32,
+        owner: i64,
+        pzxid: i64,
+    ) -> Node {
+        Node { data, acl, czxid, mzxid, ctime, mtime, version, cversion, aversion, owner, pzxid, children: None }
+    }
+
     fn new(data: Option<Bytes>, acl: Arc<Vec<Acl>>, zxid: i64, time: i64, owner: i64) -> Node {
         Node {
             data,
@@ -205,6 +223,54 @@ impl Tree {
 
     pub fn ephemeral_count(&self) -> usize {
         self.ephemerals.values().map(|s| s.len()).sum()
+    }
+
+    /// Every node with its path, in no particular order (for snapshots).
+    pub fn iter(&self) -> impl Iterator<Item = (&Path, &Arc<Node>)> {
+        self.nodes.iter()
+    }
+
+    /// Rebuilds a tree from `(path, node)` pairs as a snapshot holds them (children lists are
+    /// derived from the paths; the pairs must include every ancestor). `last_zxid` is the
+    /// snapshot's zxid.
+    pub fn from_nodes(nodes: impl IntoIterator<Item = (Path, Node)>, last_zxid: i64) -> Result<Tree, String> {
+        let mut t = Tree {
+            nodes: imbl::HashMap::default(),
+            ephemerals: imbl::HashMap::default(),
+            reapable: imbl::OrdSet::new(),
+            last_zxid,
+            data_size: 0,
+        };
+        let mut all: Vec<(Path, Node)> = nodes.into_iter().collect();
+        // Parents before children: a shorter path can never be a descendant of a longer one.
+        all.sort_by(|a, b| a.0.len().cmp(&b.0.len()).then_with(|| a.0.cmp(&b.0)));
+        for (p, mut n) in all {
+            n.children = None;
+            if &*p != "/" {
+                let parent = path::parent(&p).ok_or_else(|| format!("bad path {p:?}"))?;
+                let par = t.nodes.get_mut(parent).ok_or_else(|| format!("{p:?} has no parent node"))?;
+                Arc::make_mut(par).children.get_or_insert_with(ChildSet::new).insert(path::name(&p).into());
+            }
+            if !path::is_system(&p) {
+                t.data_size += n.data_len() as u64 + p.len() as u64;
+            }
+            match n.kind() {
+                Kind::Ephemeral(s) => {
+                    t.ephemerals.entry(s).or_default().insert(p.clone());
+                }
+                Kind::Container | Kind::Ttl(_) => {
+                    t.reapable.insert(p.clone());
+                }
+                Kind::Persistent => {}
+            }
+            if t.nodes.insert(p.clone(), Arc::new(n)).is_some() {
+                return Err(format!("duplicate node {p:?}"));
+            }
+        }
+        if t.get("/").is_none() {
+            return Err("snapshot has no root node".into());
+        }
+        Ok(t)
     }
 
     /// Containers and TTL nodes, for the reaper.
@@ -381,6 +447,22 @@ mod tests {
         assert_eq!(tr.len(), 6);
         assert_eq!(tr[0].kind, TriggerKind::Created);
         assert_eq!(&*tr[1].path, "/");
+    }
+
+    #[test]
+    fn rebuild_from_nodes() {
+        let mut t = Tree::new();
+        let (mut tr, mut st) = (vec![], vec![]);
+        t.apply(&txn(1, vec![create("/a", 0), create("/a/b", 5), create("/c", CONTAINER_OWNER)]), &mut tr, &mut st);
+        let pairs: Vec<(Path, Node)> = t.iter().map(|(p, n)| (p.clone(), (**n).clone())).collect();
+        let r = Tree::from_nodes(pairs, t.last_zxid()).unwrap();
+        assert_eq!(r.node_count(), t.node_count());
+        assert_eq!(r.get("/a").unwrap().stat(), t.get("/a").unwrap().stat());
+        assert_eq!(r.get("/").unwrap().stat(), t.get("/").unwrap().stat());
+        assert_eq!(r.ephemerals_of(5).len(), 1);
+        assert_eq!(r.reapable().count(), 1);
+        assert_eq!(r.approximate_data_size(), t.approximate_data_size());
+        assert!(Tree::from_nodes(vec![("/x/y".into(), Node::new(None, Arc::new(vec![]), 1, 1, 0))], 1).is_err());
     }
 
     #[test]
