@@ -376,3 +376,83 @@ def test_many_sessions(kz, base, zk):
     for c in clients:
         c.stop()
     wait_until(lambda: zk.get_children(base) == [], timeout=5, msg="ephemerals gone")
+
+
+def _parse_grouped(text):
+    """wchc / wchp format: a key line, then tab-indented value lines."""
+    out, key = {}, None
+    for line in text.splitlines():
+        if not line:
+            continue
+        if line.startswith("\t"):
+            out.setdefault(key, set()).add(line[1:])
+        else:
+            key = line
+            out.setdefault(key, set())
+    return out
+
+
+def test_watch_and_count_stats(fresh_server):
+    """wchs / wchc / wchp / mntr counters on a fresh server (only the data
+    watch table is listed; zk_watch_count counts data + child watches)."""
+    a = rawzk.connect(fresh_server)
+    b = rawzk.connect(fresh_server)
+    try:
+        assert a.create("/a").err == 0
+        assert a.create("/e", flags=rawzk.EPHEMERAL).err == 0
+        a.get_data("/a", watch=True)
+        a.exists("/nope", watch=True)
+        a.get_children("/", watch=True)
+        b.exists("/nope", watch=True)
+        sa, sb = "0x%x" % a.session_id, "0x%x" % b.session_id
+        assert rawzk.four_letter(fresh_server, "wchs").decode() == \
+            "2 connections watching 2 paths\nTotal watches:3\n"
+        assert _parse_grouped(rawzk.four_letter(fresh_server, "wchc").decode()) == \
+            {sa: {"/a", "/nope"}, sb: {"/nope"}}
+        assert _parse_grouped(rawzk.four_letter(fresh_server, "wchp").decode()) == \
+            {"/a": {sa}, "/nope": {sa, sb}}
+        mntr = rawzk.four_letter(fresh_server, "mntr").decode()
+        keys = dict(l.split("\t", 1) for l in mntr.splitlines() if "\t" in l)
+        assert keys["zk_watch_count"] == "4"
+        assert keys["zk_ephemerals_count"] == "1"
+        assert keys["zk_znode_count"] == "7"
+        dump = rawzk.four_letter(fresh_server, "dump").decode()
+        assert "Sessions with Ephemerals (1):" in dump
+        assert "%s:\n\t/e" % sa in dump
+    finally:
+        a.close()
+        b.close()
+
+
+@pytest.mark.timeout(120)
+def test_many_children_and_big_multi(zk, base):
+    n = 5000
+    futures = [zk.create_async("%s/c%05d" % (base, i), b"") for i in range(n)]
+    for f in futures:
+        f.get(timeout=60)
+    children = zk.get_children(base)
+    assert len(children) == n and len(set(children)) == n
+    st = zk.exists(base)
+    assert st.numChildren == n and st.cversion == n
+    t = zk.transaction()
+    for i in range(1000):
+        t.delete("%s/c%05d" % (base, i))
+    res = t.commit()
+    assert res == [True] * 1000
+    assert zk.exists(base).numChildren == n - 1000
+    futures = [zk.delete_async("%s/c%05d" % (base, i)) for i in range(1000, n)]
+    for f in futures:
+        f.get(timeout=60)
+    assert zk.exists(base).numChildren == 0
+    assert zk.exists(base).cversion == 2 * n
+
+
+def test_many_watchers_same_node(raw, zk, base):
+    p = zk.create(base + "/hot", b"")
+    conns = [raw() for _ in range(40)]
+    for c in conns:
+        assert c.get_data(p, watch=True).err == 0
+    zk.set(p, b"x")
+    for c in conns:
+        ev = c.wait_event(timeout=10)
+        assert ev is not None and (ev.type, ev.path) == (rawzk.EV_NODE_DATA_CHANGED, p)

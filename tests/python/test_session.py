@@ -240,3 +240,28 @@ def test_ephemerals_of_closed_kazoo_client_vanish_and_fire(zk, kz, base):
     zk.exists(p, watch=got)
     other.stop()
     assert got.wait_count(1)[0].type == "DELETED"
+
+
+@pytest.mark.timeout(60)
+def test_idle_connection_session_expires_and_is_closed(raw, zk, base):
+    """A client that stays connected but sends nothing (no pings) loses its
+    session after the timeout; the server deletes its ephemerals and closes
+    the still-attached connection."""
+    c = raw(timeout_ms=MIN_TIMEOUT_MS)
+    assert c.create(base + "/idle", flags=rawzk.EPHEMERAL).err == 0
+    t0 = time.monotonic()
+    assert c.wait_closed(timeout=20), "server never closed the idle, expired connection"
+    elapsed = time.monotonic() - t0
+    assert elapsed >= MIN_TIMEOUT_MS / 1000.0 * 0.9, "closed too early (%.2fs)" % elapsed
+    wait_until(lambda: zk.exists(base + "/idle") is None, timeout=10,
+               msg="ephemeral of the expired idle session removed")
+
+
+def test_pings_keep_session_alive(raw, zk, base):
+    c = raw(timeout_ms=MIN_TIMEOUT_MS)
+    assert c.create(base + "/alive", flags=rawzk.EPHEMERAL).err == 0
+    deadline = time.monotonic() + MIN_TIMEOUT_MS / 1000.0 + 2.5   # > timeout + tickTime
+    while time.monotonic() < deadline:
+        assert c.ping().err == 0
+        time.sleep(0.5)
+    assert zk.exists(base + "/alive") is not None
