@@ -283,3 +283,63 @@ def test_nested_containers_reaped(raw, base):
                interval=0.1, msg="inner container reaped")
     wait_until(lambda: c.exists(base + "/outer").err == rawzk.NONODE, timeout=15,
                interval=0.1, msg="outer container reaped after inner went away")
+
+
+def test_concurrent_random_clients_invariants(server, base, zk):
+    """Several connections do random writes concurrently.  Per connection the
+    reply zxids never go down; every acknowledged write is visible to all
+    connections afterwards; the final tree agrees everywhere."""
+    import random
+    names = ["%s/n%d" % (base, i) for i in range(8)]
+    errors = []
+    acked_sets = {}
+
+    def worker(k):
+        rnd = random.Random(1000 + k)
+        c = rawzk.connect(str(server))
+        try:
+            last = -1
+            for i in range(200):
+                p = rnd.choice(names)
+                r = rnd.random()
+                if r < 0.4:
+                    rep = c.create(p, b"%d" % k)
+                elif r < 0.6:
+                    rep = c.delete(p)
+                elif r < 0.85:
+                    rep = c.set_data(p, b"%d-%d" % (k, i))
+                    if rep.err == 0:
+                        acked_sets[(k, p)] = rep.value.mzxid
+                else:
+                    rep = c.get_children(base)
+                if rep.zxid < last:
+                    errors.append("conn %d: reply zxid went down %x -> %x" % (k, last, rep.zxid))
+                last = max(last, rep.zxid)
+        except Exception as e:  # noqa
+            errors.append("conn %d: %r" % (k, e))
+        finally:
+            c.close()
+
+    ts = [threading.Thread(target=worker, args=(k,), daemon=True) for k in range(4)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(60)
+    assert not any(t.is_alive() for t in ts)
+    assert not errors, errors[:5]
+    readers = [rawzk.connect(str(server)) for _ in range(3)]
+    try:
+        views = [sorted(r.get_children(base).value) for r in readers]
+        assert views[0] == views[1] == views[2]
+        for p in views[0]:
+            data = {r.get_data(base + "/" + p).value for r in readers}
+            assert len(data) == 1
+            st = readers[0].exists(base + "/" + p).value
+            # the node's mzxid is at least the mzxid of every acknowledged set on it
+            # that happened after its creation
+            for (k, q), mz in acked_sets.items():
+                if q == base + "/" + p and mz >= st.czxid:
+                    assert st.mzxid >= mz
+    finally:
+        for r in readers:
+            r.close()
