@@ -8,6 +8,18 @@
 //!   (with a message) when it is not set.
 //! * `COREZK_BIN` overrides the binary path (default: cargo's `CARGO_BIN_EXE_corezk`);
 //!   `COREZK_TEST_CORES` passes `--cores N`.
+//! * Profiles (external variable → settings): `DEFAULT_WHITELIST` (no 4lw.commands.whitelist),
+//!   `MAXCNXN3` (maxClientCnxns=3), `NO_EXTENDED_TYPES` (extendedTypesEnabled=false),
+//!   `SESSION_BOUNDS` (minSessionTimeout=5000, maxSessionTimeout=7000). Tests that kill and
+//!   restart the server are skipped in external mode.
+//! * Checking the tests against Apache ZooKeeper 3.8: start one server per profile with
+//!   tickTime=2000, maxClientCnxns=0 (3 for MAXCNXN3), 4lw.commands.whitelist=* (except
+//!   DEFAULT_WHITELIST) and the JVM properties
+//!   `-Dzookeeper.DigestAuthenticationProvider.superDigest=super:D/InIHSb7yEEbrWz8b9l71RjZJU=
+//!   -Dzookeeper.extendedTypesEnabled=true -Dznode.container.checkIntervalMs=1000` (without
+//!   extendedTypesEnabled for NO_EXTENDED_TYPES), then e.g.
+//!   `COREZK_TEST_ADDR=127.0.0.1:21810 COREZK_TEST_ADDR_MAXCNXN3=127.0.0.1:21812 ... cargo test
+//!   --test raw_protocol` (docs/reference-zookeeper.md shows how to run the JVM).
 //! * A tiny raw jute client ([`RawConn`], [`Enc`], [`Dec`]) for byte-level protocol tests.
 //! * Helpers for the `zookeeper-client` crate: [`connect`], [`run`], [`within`], [`eventually`].
 #![allow(dead_code)]
