@@ -962,12 +962,7 @@ fn four_letter_word_formats() {
         }
         assert_eq!(got, want);
     }
-    let wchc = four_letter(addr, "wchc").unwrap();
     let sid = format!("0x{:x}", c.session_id);
-    assert!(wchc.contains(&format!("{sid}\n")), "wchc lacks {sid}:\n{wchc}");
-    assert!(wchc.contains(&format!("\t{base}\n")), "wchc:\n{wchc}");
-    let wchp = four_letter(addr, "wchp").unwrap();
-    assert!(wchp.contains(&format!("{base}\n\t{sid}\n")), "wchp:\n{wchp}");
     let cons = four_letter(addr, "cons").unwrap();
     assert!(cons.contains(&format!("sid={sid}")), "cons lacks sid={sid}:\n{cons}");
     let stat = four_letter(addr, "stat").unwrap();
@@ -1049,4 +1044,25 @@ fn thousands_of_pipelined_requests_are_answered_in_order() {
         }
     }
     t.join().unwrap().expect("all requests written");
+}
+
+#[test]
+fn four_letter_watch_and_ephemeral_listings() {
+    let srv = Server::start();
+    let addr = srv.addr();
+    let base = unique_path("wchc");
+    let mut c = RawConn::session(addr, 10_000);
+    assert_eq!(c.create(&base, Some(b""), 0).err, 0);
+    c.get_data(&base, true).unwrap();
+    let eph = format!("{base}/eph");
+    assert_eq!(c.create(&eph, Some(b""), 1).err, 0);
+    let sid = format!("0x{:x}", c.session_id);
+    let wchc = four_letter(addr, "wchc").unwrap();
+    assert!(wchc.contains(&format!("{sid}\n")), "wchc lacks {sid}:\n{wchc}");
+    assert!(wchc.contains(&format!("\t{base}\n")), "wchc:\n{wchc}");
+    let wchp = four_letter(addr, "wchp").unwrap();
+    assert!(wchp.contains(&format!("{base}\n\t{sid}\n")), "wchp:\n{wchp}");
+    let dump = four_letter(addr, "dump").unwrap();
+    assert!(dump.contains("Sessions with Ephemerals ("), "dump:\n{dump}");
+    assert!(dump.contains(&format!("{sid}:\n\t{eph}\n")), "dump lacks {sid} with {eph}:\n{dump}");
 }
