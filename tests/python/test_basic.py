@@ -7,6 +7,7 @@ from kazoo.exceptions import (
 )
 
 import rawzk
+from conftest import start_kazoo, stop_kazoo
 from helpers import wait_until
 
 
@@ -354,16 +355,23 @@ def test_four_letter_words(server):
     assert "zookeeper.version=" in envi
 
 
-def test_znode_count_tracks_creates(zk, server, base):
-    def count():
-        srvr = rawzk.four_letter(server, "srvr").decode()
-        return int(srvr.split("Node count: ")[1].split()[0])
-    n0 = count()
-    for i in range(5):
-        zk.create("%s/n%d" % (base, i))
-    assert count() == n0 + 5
-    zk.delete(base, recursive=True)
-    assert count() == n0 - 1
+def test_znode_count_tracks_creates(fresh_server):
+    # a fresh server: on a shared one, sessions abandoned by earlier tests may
+    # expire (and delete their ephemerals) at any moment
+    zk = start_kazoo(fresh_server)
+    try:
+        def count():
+            srvr = rawzk.four_letter(fresh_server, "srvr").decode()
+            return int(srvr.split("Node count: ")[1].split()[0])
+        assert count() == 5     # "", "/", /zookeeper, /zookeeper/quota, /zookeeper/config
+        zk.create("/base")
+        for i in range(5):
+            zk.create("/base/n%d" % i)
+        assert count() == 11
+        zk.delete("/base", recursive=True)
+        assert count() == 5
+    finally:
+        stop_kazoo(zk)
 
 
 def test_many_sessions(kz, base, zk):
