@@ -10,9 +10,25 @@ pub struct Line {
     pub points: Vec<(f64, f64)>,
 }
 
+/// What the x axis counts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum XAxis {
+    /// Any number (e.g. a percentage).
+    Continuous,
+    /// Whole numbers only (e.g. node counts): labels at integers, half a unit of padding.
+    Integer,
+}
+
 /// Draws `lines` into an SVG file at `path`. The y axis starts at 0.
-pub fn line_chart(path: &Path, title: &str, x_label: &str, y_label: &str, lines: &[Line]) -> Result<(), String> {
-    draw(path, title, x_label, y_label, lines).map_err(|e| format!("cannot draw {}: {e}", path.display()))
+pub fn line_chart(
+    path: &Path,
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    x_axis: XAxis,
+    lines: &[Line],
+) -> Result<(), String> {
+    draw(path, title, x_label, y_label, x_axis, lines).map_err(|e| format!("cannot draw {}: {e}", path.display()))
 }
 
 fn draw(
@@ -20,6 +36,7 @@ fn draw(
     title: &str,
     x_label: &str,
     y_label: &str,
+    x_axis: XAxis,
     lines: &[Line],
 ) -> Result<(), Box<dyn std::error::Error>> {
     let pts = lines.iter().flat_map(|l| l.points.iter());
@@ -38,6 +55,10 @@ fn draw(
     if ymax <= 0.0 {
         ymax = 1.0;
     }
+    if x_axis == XAxis::Integer {
+        (xmin, xmax) = (xmin.floor() - 0.5, xmax.ceil() + 0.5);
+    }
+    let x_ticks = if x_axis == XAxis::Integer { ((xmax - xmin).round() as usize).clamp(2, 20) } else { 11 };
     let root = SVGBackend::new(path, (960, 600)).into_drawing_area();
     root.fill(&WHITE)?;
     let mut chart = ChartBuilder::on(&root)
@@ -45,13 +66,14 @@ fn draw(
         .margin(20)
         .x_label_area_size(50)
         .y_label_area_size(90)
-        .build_cartesian_2d(xmin..xmax, 0.0..ymax * 1.12)?;
+        .build_cartesian_2d(xmin..xmax, 0.0..ymax * 1.3)?;
     chart
         .configure_mesh()
         .x_desc(x_label)
         .y_desc(y_label)
         .y_label_formatter(&|v| format_si(*v))
-        .x_label_formatter(&|v| format!("{v}"))
+        .x_labels(x_ticks)
+        .x_label_formatter(&|v| format_x(*v, x_axis))
         .draw()?;
     for (i, l) in lines.iter().enumerate() {
         let color = Palette99::pick(i).to_rgba();
@@ -69,6 +91,17 @@ fn draw(
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+fn format_x(v: f64, axis: XAxis) -> String {
+    let r = v.round();
+    if (v - r).abs() < 1e-6 {
+        format!("{r:.0}")
+    } else if axis == XAxis::Integer {
+        String::new()
+    } else {
+        format!("{v:.1}")
+    }
 }
 
 /// 1234567 → "1.23M", 45000 → "45k".
@@ -96,12 +129,15 @@ mod tests {
             Line { name: "corezk".into(), points: vec![(0.0, 1000.0), (50.0, 5000.0), (100.0, 90000.0)] },
             Line { name: "zookeeper".into(), points: vec![(0.0, 900.0), (100.0, 50000.0)] },
         ];
-        line_chart(&p, "Throughput", "reads (%)", "ops/s", &lines).unwrap();
+        line_chart(&p, "Throughput", "reads (%)", "ops/s", XAxis::Continuous, &lines).unwrap();
         let svg = std::fs::read_to_string(&p).unwrap();
         assert!(svg.starts_with("<svg"), "{}", &svg[..60.min(svg.len())]);
         assert!(svg.contains("corezk") && svg.contains("zookeeper") && svg.contains("Throughput"));
         // An empty chart still renders.
-        line_chart(&p, "empty", "x", "y", &[]).unwrap();
+        line_chart(&p, "empty", "x", "y", XAxis::Integer, &[]).unwrap();
+        assert_eq!(format_x(0.6000000001, XAxis::Continuous), "0.6");
+        assert_eq!(format_x(3.0, XAxis::Integer), "3");
+        assert_eq!(format_x(3.5, XAxis::Integer), "");
         std::fs::remove_dir_all(&dir).unwrap();
         assert_eq!(format_si(45_000.0), "45k");
         assert_eq!(format_si(1_234_567.0), "1.23M");

@@ -4,7 +4,7 @@
 
 use crate::config::LoadConfig;
 use crate::engine;
-use crate::plot::{line_chart, Line};
+use crate::plot::{line_chart, Line, XAxis};
 use crate::report::{csv_field, utc_now, HostInfo, Results, TargetInfo};
 use crate::workload::ReadRatio;
 use serde::Serialize;
@@ -283,7 +283,8 @@ impl SweepReport {
         lines
     }
 
-    /// Writes sweep.csv, sweep.md, sweep.json and the plots into `dir`.
+    /// Writes sweep.csv, sweep.md, sweep.json and the plots into `dir` (the node-count plot only
+    /// when the targets carry at least two different node counts).
     pub fn write(&self, dir: &Path) -> Result<Vec<PathBuf>, String> {
         std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         let mut written = Vec::new();
@@ -298,12 +299,23 @@ impl SweepReport {
         put("sweep.json", serde_json::to_string_pretty(self).expect("serialises"))?;
         let p = dir.join("throughput-vs-read-ratio.svg");
         let title = if self.label.is_empty() { "Throughput vs read ratio".to_string() } else { self.label.clone() };
-        line_chart(&p, &title, "reads (% of operations)", "operations per second", &self.ratio_lines())?;
+        line_chart(
+            &p,
+            &title,
+            "reads (% of operations)",
+            "operations per second",
+            XAxis::Continuous,
+            &self.ratio_lines(),
+        )?;
         written.push(p);
+        let mut counts: Vec<u32> = self.targets.iter().filter_map(|t| t.nodes).collect();
+        counts.sort_unstable();
+        counts.dedup();
         let nodes = self.node_lines();
-        if !nodes.is_empty() {
+        if counts.len() >= 2 && !nodes.is_empty() {
             let p = dir.join("throughput-vs-nodes.svg");
-            line_chart(&p, &format!("{title}: throughput vs nodes"), "nodes", "operations per second", &nodes)?;
+            let t = format!("{title}: throughput vs nodes");
+            line_chart(&p, &t, "nodes", "operations per second", XAxis::Integer, &nodes)?;
             written.push(p);
         }
         Ok(written)
