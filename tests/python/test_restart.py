@@ -173,3 +173,51 @@ def test_container_and_ttl_survive_restart(fresh_server):
                    msg="restored TTL node expires")
     finally:
         c.close()
+
+
+@pytest.mark.timeout(120)
+def test_sigkill_during_pipelined_writes_keeps_a_prefix(fresh_server):
+    """SIGKILL while a session has many writes in flight: after restart every
+    acknowledged write is present and the surviving writes form a prefix of
+    the session's request order (no holes)."""
+    import threading
+    for rnd in range(2):
+        root = "/crash%d" % rnd
+        zk = start_kazoo(fresh_server)
+        acked = set()
+        lock = threading.Lock()
+        try:
+            zk.create(root)
+            n = 3000
+
+            def cb(i):
+                def done(res):
+                    try:
+                        res.get(timeout=0)
+                        with lock:
+                            acked.add(i)
+                    except Exception:
+                        pass
+                return done
+
+            for i in range(n):
+                zk.create_async("%s/n%05d" % (root, i), b"").rawlink(cb(i))
+            wait_until(lambda: len(acked) >= 300, timeout=30, interval=0.005,
+                       msg="some writes acknowledged")
+            fresh_server.proc.restart(hard=True)
+        finally:
+            stop_kazoo(zk)
+        with lock:
+            acked_now = set(acked)
+        zk = start_kazoo(fresh_server)
+        try:
+            present = sorted(int(c[1:]) for c in zk.get_children(root))
+            print("round %d: %d acknowledged, %d present after SIGKILL" % (
+                rnd, len(acked_now), len(present)))
+            missing = sorted(acked_now - set(present))
+            assert not missing, "acknowledged writes lost: %r" % missing[:10]
+            assert present == list(range(len(present))), \
+                "surviving writes are not a prefix (holes at %r)" % (
+                    sorted(set(range(len(present))) - set(present))[:10])
+        finally:
+            stop_kazoo(zk)
