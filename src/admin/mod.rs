@@ -11,12 +11,51 @@ use std::sync::atomic::Ordering;
 /// The version string reported to clients (kazoo parses the leading digits).
 pub const VERSION: &str = concat!("3.8.4-corezk-", env!("CARGO_PKG_VERSION"), ", built on corezk");
 
+/// Every shard's data watches as (session, path), or `None` if a shard did not answer in time.
+async fn watch_listing(shard: &Shard) -> Option<Vec<(i64, String)>> {
+    let sh = &shard.shared;
+    let wanted = sh.listing_wanted.fetch_add(1, Ordering::AcqRel) + 1;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    loop {
+        if sh.listings.iter().all(|l| l.lock().unwrap().0 >= wanted) {
+            let mut all: Vec<(i64, String)> = sh.listings.iter().flat_map(|l| l.lock().unwrap().1.clone()).collect();
+            all.sort();
+            return Some(all);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        glommio::timer::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
 /// The reply text for a four-letter word.
-pub fn respond(cmd: &str, shard: &Shard) -> String {
+pub async fn respond(cmd: &str, shard: &Shard) -> String {
     if !shard.cfg.four_letter_words.allows(cmd) {
         return format!("{cmd} is not executed because it is not in the whitelist.\n");
     }
     match cmd {
+        "wchc" | "wchp" => {
+            let Some(list) = watch_listing(shard).await else {
+                return "Unable to gather the watch listing from every shard.\n".into();
+            };
+            let mut groups: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+            for (sid, path) in list {
+                let sid = format!("0x{:x}", sid as u64);
+                let (k, v) = if cmd == "wchc" { (sid, path) } else { (path, sid) };
+                groups.entry(k).or_default().push(v);
+            }
+            let mut s = String::new();
+            for (k, vs) in groups {
+                let _ = writeln!(s, "{k}");
+                for v in vs {
+                    let _ = writeln!(s, "\t{v}");
+                }
+            }
+            s.push('\n');
+            s
+        }
+        "dump" => dump(shard),
         "ruok" => "imok".into(),
         "isro" => "rw".into(),
         "srvr" => format!("Zookeeper version: {VERSION}\n{}", server_lines(shard)),
@@ -41,6 +80,7 @@ pub fn respond(cmd: &str, shard: &Shard) -> String {
         "conf" => conf(shard),
         "envi" => envi(),
         "wchs" => {
+            shard.report_watches();
             let sh = &shard.shared;
             let c = sh.sum(|s| s.watching_conns.load(Ordering::Relaxed) as u64);
             let p = sh.sum(|s| s.watch_paths.load(Ordering::Relaxed) as u64);
@@ -200,7 +240,7 @@ fn mntr(shard: &Shard) -> String {
     let t = totals(shard);
     let tree = shard.tree();
     let sh = &shard.shared;
-    let watches = sh.sum(|s| s.watches.load(Ordering::Relaxed) as u64);
+    let watches = sh.sum(|s| s.watch_total.load(Ordering::Relaxed) as u64);
     let mut s = String::new();
     let mut kv = |k: &str, v: String| {
         let _ = writeln!(s, "zk_{k}\t{v}");
@@ -226,6 +266,26 @@ fn mntr(shard: &Shard) -> String {
     kv("last_zxid", format!("0x{:x}", tree.last_zxid()));
     kv("shards", sh.shards.len().to_string());
     kv("commit_batches", sh.batches.load(Ordering::Relaxed).to_string());
+    s
+}
+
+fn dump(shard: &Shard) -> String {
+    let tree = shard.tree();
+    let mut s = String::from("SessionTracker dump:\n");
+    let _ = writeln!(s, "Global Sessions({}):", shard.shared.sessions.load(Ordering::Relaxed));
+    s.push_str("ephemeral nodes dump:\n");
+    let owners = tree.ephemeral_sessions();
+    let _ = writeln!(s, "Sessions with Ephemerals ({}):", owners.len());
+    for sid in owners {
+        let _ = writeln!(s, "0x{:x}:", sid as u64);
+        for p in tree.ephemerals_of(sid) {
+            let _ = writeln!(s, "\t{p}");
+        }
+    }
+    s.push_str("Connections dump:\n");
+    for line in connection_lines(shard, false) {
+        let _ = writeln!(s, "{line}");
+    }
     s
 }
 

@@ -1,20 +1,24 @@
-//! The commit core's runtime: gathers writes from every shard into batches, runs them through
-//! the sequencer, and fans each committed batch out to all shards in order.
+//! The commit core's runtime: gathers writes from every shard, runs them through the
+//! sequencer, makes each batch durable (one log record, group commit), then fans it out to all
+//! shards in order. Also drives session expiry, container/TTL reaping and snapshots.
 //!
-//! Owns the channels, the clock, the timers and password randomness around the pure
-//! `sequencer`. Makes no protocol decisions of its own. (Durable logging slots in between
-//! sequencing and fan-out: the batch is the unit of group commit.)
+//! Owns the channels, the clock, the timers and the log writer around the pure `sequencer`.
+//! Makes no protocol decisions of its own. While one batch is being written and synced, the
+//! next one gathers: that is the group commit.
 
 pub mod msg;
 
 use crate::config::Config;
-use crate::runtime::local::LocalQueue;
+use crate::log::{self, Dirs, LogWriter, Recovered};
+use crate::record;
+use crate::runtime::local::{LocalQueue, Notify};
 use crate::runtime::shared::Shared;
 use crate::sequencer::{Now, Sequencer};
-use glommio::channels::shared_channel::{SharedReceiver, SharedSender};
+use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
 use msg::{ToCommit, ToShard};
+use std::cell::RefCell;
 use std::rc::Rc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -27,19 +31,38 @@ fn wall_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
 }
 
-fn random_passwd() -> [u8; 16] {
-    let mut pw = [0u8; 16];
-    getrandom::getrandom(&mut pw).expect("the OS random source failed");
-    pw
-}
-
 /// How often the commit core checks session expiry.
 const TICK: Duration = Duration::from_millis(100);
+/// How long to wait before retrying a failed log write.
+const RETRY: Duration = Duration::from_millis(500);
+
+struct Core {
+    seq: RefCell<Sequencer>,
+    start: Instant,
+    /// Rung when the sequencer has something for the logger.
+    work: Notify,
+    /// Rung when the logger took a batch (room for the sequencer again).
+    sealed: Notify,
+}
+
+impl Core {
+    fn now(&self) -> Now {
+        Now { mono_ms: self.start.elapsed().as_millis() as u64, wall_ms: wall_ms() }
+    }
+}
+
+/// Everything the commit core starts from.
+pub struct CommitSetup {
+    pub dirs: Dirs,
+    pub recovered: Recovered,
+    pub secret: [u8; 16],
+}
 
 /// Runs the commit core until the process exits.
 pub async fn run(
     cfg: Arc<Config>,
     shared: Arc<Shared>,
+    setup: CommitSetup,
     inputs: Vec<SharedReceiver<ToCommit>>,
     outputs: Vec<SharedSender<ToShard>>,
 ) {
@@ -70,18 +93,41 @@ pub async fn run(
         .detach();
     }
     let start = Instant::now();
-    let mut seq = Sequencer::new(&cfg, shards, crate::session::initial_session_id(0, wall_ms()));
+    let first_id = crate::session::initial_session_id(0, wall_ms()).max(setup.recovered.next_session_id);
+    let seq = Sequencer::new(&cfg, shards, first_id, setup.secret);
+    let core = Rc::new(Core { seq: RefCell::new(seq), start, work: Notify::new(), sealed: Notify::new() });
+    {
+        let now = core.now();
+        let rec = setup.recovered;
+        core.seq.borrow_mut().restore(rec.tree, &rec.sessions, now);
+        let first = core.seq.borrow_mut().take_batch();
+        let (c, _) = first.unwrap_or_else(|| empty_batch(&core));
+        shared.publish(Arc::new(c));
+        for o in &outs {
+            let _ = o.send(ToShard::Doorbell).await;
+        }
+    }
+    glommio::spawn_local(logger(cfg.clone(), shared.clone(), core.clone(), setup.dirs, outs)).detach();
     let reap_every = Duration::from_millis(cfg.container_check_interval_ms.max(1));
     let mut last_reap = Instant::now();
     let mut batch = Vec::with_capacity(cfg.max_batch);
-    let mut passwd = random_passwd;
     loop {
+        // Back-pressure: a full open batch waits for the logger to take it.
+        loop {
+            let wait = core.sealed.notified();
+            if core.seq.borrow().pending() < cfg.max_batch {
+                break;
+            }
+            wait.await;
+        }
         batch.clear();
-        queue.pop_batch(cfg.max_batch, &mut batch).await;
-        let now = Now { mono_ms: start.elapsed().as_millis() as u64, wall_ms: wall_ms() };
+        let room = cfg.max_batch - core.seq.borrow().pending();
+        queue.pop_batch(room, &mut batch).await;
+        let now = core.now();
+        let mut seq = core.seq.borrow_mut();
         for input in batch.drain(..) {
             match input {
-                Input::Msg(m) => seq.handle(m, now, &mut passwd),
+                Input::Msg(m) => seq.handle(m, now),
                 Input::Tick => {
                     seq.expire_sessions(now);
                     if last_reap.elapsed() >= reap_every {
@@ -91,16 +137,141 @@ pub async fn run(
                 }
             }
         }
-        if let Some(c) = seq.take_batch() {
-            shared.sessions.store(c.session_count, Ordering::Relaxed);
-            shared.batches.fetch_add(1, Ordering::Relaxed);
-            shared.publish(Arc::new(c));
-            for o in &outs {
-                if o.send(ToShard::Doorbell).await.is_err() {
-                    return;
+        drop(seq);
+        core.work.notify();
+        glommio::yield_if_needed().await;
+    }
+}
+
+fn empty_batch(core: &Core) -> (msg::Committed, Vec<crate::txn::Txn>) {
+    let seq = core.seq.borrow();
+    (
+        msg::Committed {
+            tree: Arc::new(seq.tree().clone()),
+            triggers: Vec::new(),
+            closed_sessions: Vec::new(),
+            parts: vec![msg::ShardPart::default(); seq.shard_count()],
+            session_count: seq.session_count(),
+        },
+        Vec::new(),
+    )
+}
+
+/// Seals batches, writes each as one log record (retrying while the disk fails), publishes it,
+/// and starts snapshots.
+async fn logger(
+    cfg: Arc<Config>,
+    shared: Arc<Shared>,
+    core: Rc<Core>,
+    dirs: Dirs,
+    outs: Vec<ConnectedSender<ToShard>>,
+) {
+    let mut writer = LogWriter::new(dirs.log.clone(), cfg.log_segment_bytes, cfg.force_sync);
+    let snapshot_running = Arc::new(AtomicBool::new(false));
+    let mut since_snapshot: u64 = 0;
+    let mut durable_tree = Arc::new(core.seq.borrow().tree().clone());
+    loop {
+        let sealed = loop {
+            let wait = core.work.notified();
+            let taken = core.seq.borrow_mut().take_batch();
+            if let Some(b) = taken {
+                break b;
+            }
+            wait.await;
+        };
+        core.sealed.notify();
+        let (committed, txns) = sealed;
+        let snapshot_due = !txns.is_empty()
+            && since_snapshot + txns.len() as u64 >= cfg.snap_count
+            && !snapshot_running.load(Ordering::Acquire);
+        let snapshot_sessions = snapshot_due.then(|| {
+            let seq = core.seq.borrow();
+            (seq.session_list(), seq.next_session_id())
+        });
+        if !txns.is_empty() {
+            let rec = record::encode(&txns);
+            let first = txns[0].zxid;
+            let mut failing = false;
+            while let Err(e) = writer.append(&rec, first).await {
+                if !failing {
+                    eprintln!(
+                        "corezk: ERROR: cannot write the transaction log in {} ({e}); refusing writes until it \
+                         works again, reads continue",
+                        dirs.log.display()
+                    );
+                    core.seq.borrow_mut().set_disk_failed(true);
+                    shared.disk_failed.store(true, Ordering::Relaxed);
+                    failing = true;
                 }
+                glommio::timer::sleep(RETRY).await;
+                // Refusals decided meanwhile must still reach their clients.
+                flush_refusals(&core, &shared, &outs, &durable_tree).await;
+            }
+            if failing {
+                eprintln!("corezk: the transaction log is writable again; accepting writes");
+                core.seq.borrow_mut().set_disk_failed(false);
+                shared.disk_failed.store(false, Ordering::Relaxed);
+            }
+            shared.logged_txns.fetch_add(txns.len() as u64, Ordering::Relaxed);
+            since_snapshot += txns.len() as u64;
+        }
+        shared.sessions.store(committed.session_count, Ordering::Relaxed);
+        shared.batches.fetch_add(1, Ordering::Relaxed);
+        let tree = committed.tree.clone();
+        durable_tree = tree.clone();
+        shared.publish(Arc::new(committed));
+        for o in &outs {
+            if o.send(ToShard::Doorbell).await.is_err() {
+                return;
             }
         }
-        glommio::yield_if_needed().await;
+        if let Some((sessions, next_id)) = snapshot_sessions {
+            since_snapshot = 0;
+            writer.roll_next();
+            snapshot_running.store(true, Ordering::Release);
+            let running = snapshot_running.clone();
+            let dirs = dirs.clone();
+            let retain = cfg.autopurge_snap_retain_count as usize;
+            let purge = cfg.autopurge_purge_interval > 0;
+            std::thread::Builder::new()
+                .name("snapshot".into())
+                .spawn(move || {
+                    let bytes = crate::snapshot::encode(&tree, &sessions, next_id);
+                    match log::write_snapshot(&dirs, tree.last_zxid(), &bytes, if purge { retain } else { usize::MAX })
+                    {
+                        Ok(p) => eprintln!("corezk: wrote snapshot {} ({} bytes)", p.display(), bytes.len()),
+                        Err(e) => eprintln!("corezk: ERROR: {e}"),
+                    }
+                    running.store(false, Ordering::Release);
+                })
+                .expect("cannot start the snapshot thread");
+        }
+    }
+}
+
+/// While the log is failing, publishes batches that carry no transactions (refused writes,
+/// re-attached sessions) so their clients are not left waiting. They show the last durable
+/// tree: nothing that is not on disk becomes visible.
+async fn flush_refusals(
+    core: &Core,
+    shared: &Shared,
+    outs: &[ConnectedSender<ToShard>],
+    durable: &Arc<crate::tree::Tree>,
+) {
+    let batch = {
+        let mut seq = core.seq.borrow_mut();
+        if seq.has_transactions() {
+            None
+        } else {
+            seq.take_batch()
+        }
+    };
+    if let Some((mut c, _)) = batch {
+        c.tree = durable.clone();
+        core.sealed.notify();
+        shared.publish(Arc::new(c));
+        for o in outs {
+            let _ = o.send(ToShard::Doorbell).await;
+        }
     }
 }

@@ -15,8 +15,9 @@ use std::sync::Arc;
 pub enum ToCommit {
     /// A ConnectRequest, new session or re-attach.
     Connect { shard: usize, conn: ConnId, req: ConnectRequest },
-    /// A write (or sync / closeSession) in the connection's request order.
-    Write { shard: usize, conn: ConnId, session: i64, xid: i32, req: Request, auth: Arc<AuthInfo> },
+    /// A write (or sync / closeSession) in the connection's request order; `wseq` numbers the
+    /// connection's writes so the reply finds its place.
+    Write { shard: usize, conn: ConnId, wseq: u64, session: i64, xid: i32, req: Request, auth: Arc<AuthInfo> },
     /// Sessions that saw traffic since the last report.
     Touch { sessions: Vec<i64> },
 }
@@ -24,10 +25,8 @@ pub enum ToCommit {
 /// What a shard does with a reply besides sending it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReplyKind {
-    /// The answer to the connection's oldest outstanding write.
-    Write,
-    /// A write answer after which the connection closes (closeSession).
-    WriteThenClose,
+    /// The answer to the connection's write number `wseq`; `close` after closeSession.
+    Write { wseq: u64, close: bool },
     /// The ConnectResponse of an established session.
     Connected { session: i64, timeout: i32 },
     /// The connect failed: send the frame (if any) and close.

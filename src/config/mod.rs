@@ -58,6 +58,12 @@ pub struct Config {
     pub max_queued_bytes_per_connection: usize,
     /// Messages in flight on each shard <-> commit-core channel.
     pub channel_depth: usize,
+    /// fdatasync every log record (`forceSync`; off only for benchmarks).
+    pub force_sync: bool,
+    /// Transactions between snapshots (`snapCount`).
+    pub snap_count: u64,
+    /// Log segment preallocation in bytes (`preAllocSize`, given in KiB as in ZooKeeper).
+    pub log_segment_bytes: u64,
     /// Notes about ignored ZooKeeper keys, to log at start.
     pub ignored: Vec<String>,
 }
@@ -89,6 +95,9 @@ impl Default for Config {
             max_batch: 1000,
             max_queued_bytes_per_connection: 64 << 20,
             channel_depth: 1024,
+            force_sync: true,
+            snap_count: 100_000,
+            log_segment_bytes: 64 << 20,
             ignored: Vec::new(),
         }
     }
@@ -103,10 +112,7 @@ const IGNORED_ZK_KEYS: &[&str] = &[
     "admin.commandURL",
     "standaloneEnabled",
     "reconfigEnabled",
-    "preAllocSize",
-    "snapCount",
     "snapSizeLimitInKb",
-    "forceSync",
     "globalOutstandingLimit",
     "secureClientPort",
     "secureClientPortAddress",
@@ -200,6 +206,20 @@ impl Config {
                 }
                 self.super_digest = Some(v.to_string());
             }
+            "forceSync" => self.force_sync = boolean(key, v)?,
+            "snapCount" => {
+                self.snap_count = num(key, v)?;
+                if self.snap_count < 2 {
+                    return Err(format!("invalid value for {key}: must be >= 2"));
+                }
+            }
+            "preAllocSize" => {
+                let kib: u64 = num(key, v)?;
+                if !(4..=(1 << 22)).contains(&kib) {
+                    return Err(format!("invalid value for {key}: {v} KiB (4..4194304)"));
+                }
+                self.log_segment_bytes = kib * 1024;
+            }
             "cores" => {
                 let n: usize = num(key, v)?;
                 if n == 0 {
@@ -264,6 +284,10 @@ Starts a standalone ZooKeeper-compatible server (port 2181, data in ./corezk-dat
   --cores N         number of shards, one pinned executor each (default: CPUs this process may use)
   --set KEY=VALUE   any zoo.cfg or corezk key, e.g. --set 4lw.commands.whitelist=*
   --help, --version
+
+Tools:
+  corezk log dump <log file or directory>     print log records (like ZooKeeper's LogFormatter)
+  corezk snapshot dump <snapshot file>        print a snapshot (like ZooKeeper's SnapshotFormatter)
 ";
 
 /// Parses command-line arguments (without the program name).

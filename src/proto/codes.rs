@@ -42,6 +42,8 @@ pub mod op {
 /// Error codes (`KeeperException.Code`).
 pub mod err {
     pub const OK: i32 = 0;
+    /// Also what corezk answers writes with while its log cannot be written (disk full).
+    pub const SYSTEM_ERROR: i32 = -1;
     pub const RUNTIME_INCONSISTENCY: i32 = -2;
     pub const MARSHALLING_ERROR: i32 = -5;
     pub const UNIMPLEMENTED: i32 = -6;

@@ -226,6 +226,15 @@ pub fn serve(ctx: &mut ReadCtx, xid: i32, req: &Request, events: &mut Vec<Bytes>
     }
 }
 
+/// Whether serving `req` may add or remove watches.
+pub fn changes_watches(req: &Request) -> bool {
+    match req {
+        Request::GetData { watch, .. } | Request::Exists { watch, .. } | Request::GetChildren { watch, .. } => *watch,
+        Request::SetWatches(_) | Request::AddWatch { .. } | Request::RemoveWatches { .. } => true,
+        _ => false,
+    }
+}
+
 /// Whether `req` is served by `serve` (on the shard, without the commit core).
 pub fn is_read(req: &Request) -> bool {
     matches!(

@@ -288,6 +288,25 @@ fn scan_torn_tails() {
 }
 
 #[test]
+fn leftovers_of_a_discarded_record_are_a_torn_tail_not_corruption() {
+    // Batch 1 (two blocks) was torn and discarded; batch 2 was then written over its first
+    // block, so batch 1's second block still follows the log.
+    let b = batches();
+    let first = encode(&b[0]);
+    let torn = encode(&b[1]);
+    let next = encode(&[ops(8, vec![TxnOp::Delete { path: "/x".into() }], false)]);
+    assert_eq!((torn.len(), next.len()), (2 * BLOCK, BLOCK));
+    let mut log = [first.clone(), next.clone(), torn[BLOCK..].to_vec()].concat();
+    log.resize(log.len() + BLOCK, 0);
+    let s = scan(&log).unwrap();
+    assert_eq!(s.records.len(), 2);
+    assert_eq!(s.end, first.len() + next.len());
+    let t = s.torn.unwrap();
+    assert_eq!((t.offset, t.discarded_bytes), (s.end, BLOCK));
+    assert!(matches!(t.reason, RecordError::BadMagic { .. }));
+}
+
+#[test]
 fn scan_reports_middle_corruption() {
     let b = batches();
     let (log, offsets) = segment(&b, 2);

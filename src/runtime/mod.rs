@@ -10,6 +10,7 @@ pub mod shared;
 use crate::commit;
 use crate::commit::msg::{ToCommit, ToShard};
 use crate::config::Config;
+use crate::log;
 use crate::shard;
 use glommio::channels::shared_channel;
 use glommio::{LocalExecutorBuilder, Placement};
@@ -41,6 +42,27 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     if let Some(d) = &cfg.data_log_dir {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create dataLogDir {}: {e}", d.display()))?;
     }
+    if !cfg.force_sync {
+        eprintln!(
+            "corezk: WARNING: forceSync=no: writes are acknowledged before they are on disk; a crash can lose them"
+        );
+    }
+    let dirs = log::Dirs { data: cfg.data_dir.clone(), log: cfg.data_log_dir.clone().unwrap_or(cfg.data_dir.clone()) };
+    let secret = log::load_secret(&dirs.data)?;
+    let t0 = std::time::Instant::now();
+    let recovered = log::recover(&dirs)?;
+    for n in &recovered.notes {
+        eprintln!("corezk: {n}");
+    }
+    eprintln!(
+        "corezk: recovered to zxid 0x{:x} ({} znodes, {} sessions, {} transactions replayed) in {} ms",
+        recovered.tree.last_zxid(),
+        recovered.tree.node_count(),
+        recovered.sessions.len(),
+        recovered.replayed,
+        t0.elapsed().as_millis()
+    );
+    let mut setup = Some(commit::CommitSetup { dirs, recovered, secret });
     let n = cpus.len();
     let addr = SocketAddr::new(cfg.client_port_address, cfg.client_port);
     let cfg = Arc::new(cfg);
@@ -61,14 +83,14 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     let mut commit_parts = Some((to_commit_rx, to_shard_tx));
     for (i, ((ctx, srx), cpu)) in shard_ends.into_iter().zip(cpus).enumerate() {
         let shared = shared.clone();
-        let commit_parts = if i == 0 { commit_parts.take() } else { None };
+        let commit_parts = if i == 0 { commit_parts.take().zip(setup.take()) } else { None };
         let cfg = cfg.clone();
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
             .io_memory(IO_MEMORY_PER_EXECUTOR)
             .spawn(move || async move {
-                if let Some((rx, tx)) = commit_parts {
-                    glommio::spawn_local(commit::run(cfg, shared.clone(), rx, tx)).detach();
+                if let Some(((rx, tx), setup)) = commit_parts {
+                    glommio::spawn_local(commit::run(cfg, shared.clone(), setup, rx, tx)).detach();
                 }
                 shard::run(i, shared, ctx, srx, addr).await
             })

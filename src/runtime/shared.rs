@@ -10,7 +10,7 @@ use crossbeam::queue::SegQueue;
 use crossbeam::utils::CachePadded;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -51,6 +51,8 @@ pub struct ShardStats {
     pub latency: Latency,
     pub connections: AtomicUsize,
     pub watches: AtomicUsize,
+    /// Data plus child watch registrations.
+    pub watch_total: AtomicUsize,
     pub watch_paths: AtomicUsize,
     pub watching_conns: AtomicUsize,
     pub last_zxid: AtomicI64,
@@ -105,6 +107,13 @@ pub struct Shared {
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     pub sessions: AtomicUsize,
     pub batches: AtomicU64,
+    pub logged_txns: AtomicU64,
+    /// The log cannot be written right now (writes are refused).
+    pub disk_failed: AtomicBool,
+    /// Raised by a four-letter word that needs every shard's watch listing (wchc, wchp).
+    pub listing_wanted: AtomicU64,
+    /// Each shard's latest listing: (request number it answers, (session, path) pairs).
+    pub listings: Vec<Mutex<(u64, Vec<(i64, String)>)>>,
     /// Each shard's queue of committed batches, in commit order (one producer: the commit
     /// core; one consumer: the shard). Bounded by the doorbell channel's depth.
     pub inboxes: Vec<SegQueue<Arc<Committed>>>,
@@ -123,6 +132,10 @@ impl Shared {
             per_ip: Mutex::new(HashMap::new()),
             sessions: AtomicUsize::new(0),
             batches: AtomicU64::new(0),
+            logged_txns: AtomicU64::new(0),
+            disk_failed: AtomicBool::new(false),
+            listing_wanted: AtomicU64::new(0),
+            listings: (0..shards).map(|_| Mutex::new((0, Vec::new()))).collect(),
             inboxes: (0..shards).map(|_| SegQueue::new()).collect(),
             published: CachePadded::new(AtomicU64::new(0)),
         }

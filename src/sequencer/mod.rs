@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::prep::{self, reply::write_reply, PrepCtx};
 use crate::proto::codes::err;
 use crate::proto::{encode_connect_response, reply_empty, ConnectRequest, Request};
-use crate::session::{negotiate_timeout, SessionTable};
+use crate::session::{self, negotiate_timeout, SessionTable};
 use crate::tree::{Kind, Tree};
 use crate::txn::{Txn, TxnBody, TxnOp};
 use crate::watch::ConnId;
@@ -40,13 +40,24 @@ pub struct Sequencer {
     closed: Vec<i64>,
     parts: Vec<ShardPart>,
     dirty: bool,
+    /// Transactions of the batch being assembled, for the log.
+    txns: Vec<Txn>,
+    /// Requests folded into the batch being assembled.
+    pending: usize,
+    /// The log cannot be written: writes are refused until it recovers.
+    disk_failed: bool,
+    secret: [u8; 16],
     stats_scratch: Vec<Option<crate::proto::Stat>>,
     trig_scratch: Vec<crate::tree::Trigger>,
 }
 
 impl Sequencer {
-    pub fn new(cfg: &Config, shards: usize, first_session_id: i64) -> Sequencer {
+    pub fn new(cfg: &Config, shards: usize, first_session_id: i64, secret: [u8; 16]) -> Sequencer {
         Sequencer {
+            txns: Vec::new(),
+            pending: 0,
+            disk_failed: false,
+            secret,
             tree: Tree::new(),
             sessions: SessionTable::new(first_session_id),
             owners: BTreeMap::new(),
@@ -67,6 +78,46 @@ impl Sequencer {
 
     pub fn tree(&self) -> &Tree {
         &self.tree
+    }
+
+    /// Installs recovered state: the tree at its last zxid and the sessions that were open
+    /// (each gets a fresh liveness deadline from `now`).
+    pub fn restore(&mut self, tree: Tree, sessions: &[(i64, i32)], now: Now) {
+        self.last_zxid = tree.last_zxid() & 0xffff_ffff;
+        self.epoch = tree.last_zxid() >> 32;
+        self.tree = tree;
+        for &(id, timeout) in sessions {
+            self.sessions.insert(id, timeout, session::password(&self.secret, id), now.mono_ms);
+            self.sessions.ensure_next_above(id);
+        }
+    }
+
+    /// Open sessions as a snapshot records them: (id, timeout, password).
+    pub fn session_list(&self) -> Vec<(i64, i32, [u8; 16])> {
+        self.sessions.iter().map(|s| (s.id, s.timeout_ms, s.passwd)).collect()
+    }
+
+    pub fn next_session_id(&self) -> i64 {
+        self.sessions.next_id()
+    }
+
+    /// Whether the batch being assembled holds transactions (or their watch triggers).
+    pub fn has_transactions(&self) -> bool {
+        !self.txns.is_empty() || !self.triggers.is_empty() || !self.closed.is_empty()
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.parts.len()
+    }
+
+    /// Requests folded into the batch being assembled.
+    pub fn pending(&self) -> usize {
+        self.pending
+    }
+
+    /// While set, writes and new sessions are refused (the log cannot be written).
+    pub fn set_disk_failed(&mut self, failed: bool) {
+        self.disk_failed = failed;
     }
 
     pub fn session_count(&self) -> usize {
@@ -94,22 +145,33 @@ impl Sequencer {
         self.tree.apply(&txn, &mut self.trig_scratch, &mut self.stats_scratch);
         self.triggers.extend(self.trig_scratch.drain(..).map(|t| (zxid, t)));
         self.dirty = true;
+        if txn.consumes_zxid() {
+            self.txns.push(txn);
+        }
         zxid
     }
 
-    /// Handles one message from a shard. `passwd` supplies a fresh random password.
-    pub fn handle(&mut self, msg: ToCommit, now: Now, passwd: &mut dyn FnMut() -> [u8; 16]) {
+    /// Handles one message from a shard.
+    pub fn handle(&mut self, msg: ToCommit, now: Now) {
+        if !matches!(msg, ToCommit::Touch { .. }) {
+            self.pending += 1;
+        }
         match msg {
             ToCommit::Touch { sessions } => {
                 for s in sessions {
                     self.sessions.touch(s, now.mono_ms);
                 }
             }
-            ToCommit::Connect { shard, conn, req } => self.connect(shard, conn, req, now, passwd),
-            ToCommit::Write { shard, conn, session, xid, req, auth } => {
+            ToCommit::Connect { shard, conn, req } => self.connect(shard, conn, req, now),
+            ToCommit::Write { shard, conn, wseq, session, xid, req, auth } => {
                 if !self.sessions.touch(session, now.mono_ms) {
                     let frame = reply_empty(xid, self.tree.last_zxid(), err::SESSION_EXPIRED);
-                    self.reply(shard, conn, frame, ReplyKind::Write);
+                    self.reply(shard, conn, frame, ReplyKind::Write { wseq, close: false });
+                    return;
+                }
+                if self.disk_failed {
+                    let frame = reply_empty(xid, self.tree.last_zxid(), err::SYSTEM_ERROR);
+                    self.reply(shard, conn, frame, ReplyKind::Write { wseq, close: false });
                     return;
                 }
                 let ctx = PrepCtx { session, auth: &auth, extended_types: self.extended_types };
@@ -124,22 +186,13 @@ impl Sequencer {
                     self.sessions.remove(session);
                     self.owners.remove(&session);
                     self.closed.push(session);
-                    self.reply(shard, conn, frame, ReplyKind::WriteThenClose);
-                } else {
-                    self.reply(shard, conn, frame, ReplyKind::Write);
                 }
+                self.reply(shard, conn, frame, ReplyKind::Write { wseq, close: closing });
             }
         }
     }
 
-    fn connect(
-        &mut self,
-        shard: usize,
-        conn: ConnId,
-        req: ConnectRequest,
-        now: Now,
-        passwd: &mut dyn FnMut() -> [u8; 16],
-    ) {
+    fn connect(&mut self, shard: usize, conn: ConnId, req: ConnectRequest, now: Now) {
         if req.last_zxid_seen > self.tree.last_zxid() {
             // The client has seen a newer state than ours: refuse without an answer.
             self.reply(shard, conn, bytes::Bytes::new(), ReplyKind::ConnectRefused);
@@ -148,8 +201,13 @@ impl Sequencer {
         let (min, max) = self.timeout_bounds;
         let timeout = negotiate_timeout(req.timeout, min, max);
         if req.session_id == 0 {
+            if self.disk_failed {
+                // A new session is a transaction, and the log cannot take one now.
+                self.reply(shard, conn, bytes::Bytes::new(), ReplyKind::ConnectRefused);
+                return;
+            }
             let id = self.sessions.allocate_id();
-            let pw = passwd();
+            let pw = session::password(&self.secret, id);
             self.sessions.insert(id, timeout, pw, now.mono_ms);
             self.owners.insert(id, (shard, conn));
             self.commit_txn(id, &TxnBody::CreateSession { timeout }, now);
@@ -215,20 +273,26 @@ impl Sequencer {
         }
     }
 
-    /// Takes the batch assembled so far, if anything happened.
-    pub fn take_batch(&mut self) -> Option<Committed> {
+    /// Takes the batch assembled so far, if anything happened, with its transactions (which
+    /// must be durable before the batch is published).
+    pub fn take_batch(&mut self) -> Option<(Committed, Vec<Txn>)> {
         if !self.dirty {
             return None;
         }
         self.dirty = false;
+        self.pending = 0;
         let shards = self.parts.len();
-        Some(Committed {
-            tree: Arc::new(self.tree.clone()),
-            triggers: std::mem::take(&mut self.triggers),
-            closed_sessions: std::mem::take(&mut self.closed),
-            parts: std::mem::replace(&mut self.parts, vec![ShardPart::default(); shards]),
-            session_count: self.sessions.len(),
-        })
+        let txns = std::mem::take(&mut self.txns);
+        Some((
+            Committed {
+                tree: Arc::new(self.tree.clone()),
+                triggers: std::mem::take(&mut self.triggers),
+                closed_sessions: std::mem::take(&mut self.closed),
+                parts: std::mem::replace(&mut self.parts, vec![ShardPart::default(); shards]),
+                session_count: self.sessions.len(),
+            },
+            txns,
+        ))
     }
 
     /// Whether a request needs the commit core (writes, sync, closeSession).
@@ -265,14 +329,14 @@ mod tests {
             passwd: pw.to_vec(),
             read_only: Some(false),
         };
-        seq.handle(ToCommit::Connect { shard: 0, conn: 1, req }, now(0), &mut || [7; 16]);
-        seq.take_batch().unwrap().parts[0].replies.pop().unwrap()
+        seq.handle(ToCommit::Connect { shard: 0, conn: 1, req }, now(0));
+        seq.take_batch().unwrap().0.parts[0].replies.pop().unwrap()
     }
 
     #[test]
     fn sessions_connect_expire_and_delete_ephemerals() {
         let cfg = Config::default();
-        let mut seq = Sequencer::new(&cfg, 1, 100);
+        let mut seq = Sequencer::new(&cfg, 1, 100, [3; 16]);
         let r = connect(&mut seq, 0, [0; 16], 0);
         let ReplyKind::Connected { session, timeout } = r.kind else { panic!("{r:?}") };
         assert_eq!(timeout, 4000, "clamped to 2 x tickTime");
@@ -286,18 +350,19 @@ mod tests {
             ttl: -1,
             op: 1,
         });
-        seq.handle(ToCommit::Write { shard: 0, conn: 1, session, xid: 1, req, auth }, now(10), &mut || [7; 16]);
+        seq.handle(ToCommit::Write { shard: 0, conn: 1, wseq: 1, session, xid: 1, req, auth }, now(10));
         assert!(seq.tree().get("/e").is_some());
         seq.take_batch();
         seq.expire_sessions(now(4000));
         assert!(seq.take_batch().is_none(), "not yet expired");
         seq.expire_sessions(now(4011));
-        let b = seq.take_batch().unwrap();
+        let (b, txns) = seq.take_batch().unwrap();
+        assert_eq!(txns.len(), 1, "one closeSession txn");
         assert_eq!(b.closed_sessions, vec![session]);
         assert!(b.tree.get("/e").is_none());
         assert_eq!(b.parts[0].close, vec![1]);
         // Re-attaching the expired session gets the expired answer.
-        let r = connect(&mut seq, session, [7; 16], 0);
+        let r = connect(&mut seq, session, session::password(&[3; 16], session), 0);
         assert_eq!(r.kind, ReplyKind::ConnectRefused);
         assert_eq!(&r.frame[4..8], &[0, 0, 0, 0], "timeout 0 marks expiry");
         // A client ahead of the server is refused without a frame.

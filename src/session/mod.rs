@@ -3,6 +3,7 @@
 //! The commit core owns the one authoritative table. Pure: time comes in as milliseconds from
 //! the caller and random passwords are handed in; it never reads a clock or draws randomness.
 
+use sha1::{Digest, Sha1};
 use std::collections::BTreeMap;
 
 /// One live session.
@@ -29,6 +30,18 @@ pub fn negotiate_timeout(requested: i32, min: i32, max: i32) -> i32 {
     requested.clamp(min, max.max(min))
 }
 
+/// A session's password, derived from the server's secret and the session id (as ZooKeeper
+/// derives it from its own secret), so it survives restarts without being logged.
+pub fn password(secret: &[u8; 16], session_id: i64) -> [u8; 16] {
+    let mut h = Sha1::new();
+    h.update(secret);
+    h.update(session_id.to_be_bytes());
+    let d = h.finalize();
+    let mut pw = [0u8; 16];
+    pw.copy_from_slice(&d[..16]);
+    pw
+}
+
 /// The first session id of a server, ZooKeeper style: `((now_ms << 24) >>> 8) | (server_id << 56)`.
 pub fn initial_session_id(server_id: u8, now_ms: i64) -> i64 {
     let base = ((now_ms << 24) as u64 >> 8) as i64;
@@ -38,6 +51,13 @@ pub fn initial_session_id(server_id: u8, now_ms: i64) -> i64 {
 impl SessionTable {
     pub fn new(first_id: i64) -> SessionTable {
         SessionTable { sessions: BTreeMap::new(), next_id: first_id }
+    }
+
+    /// Makes sure ids handed out from now on are above `id` (after recovery).
+    pub fn ensure_next_above(&mut self, id: i64) {
+        if self.next_id <= id {
+            self.next_id = id.wrapping_add(1);
+        }
     }
 
     /// Allocates a fresh session id; never 0, never the container marker, never a TTL-marker top byte.

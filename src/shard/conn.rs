@@ -27,7 +27,7 @@ use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Most bytes one writer syscall gathers.
 const WRITE_GATHER: usize = 256 << 10;
@@ -47,7 +47,7 @@ enum Handshake {
 enum Slot {
     /// A write. `pending` holds it until it is forwarded to the commit core (never ahead of a
     /// queued read, so that read cannot observe it); `reply` is filled when its batch commits.
-    Write { pending: Option<Box<ToCommit>>, reply: Option<Bytes>, close: bool, started: Instant },
+    Write { wseq: u64, pending: Option<Box<ToCommit>>, reply: Option<Bytes>, close: bool, started: Instant },
     /// A read queued behind a pending write.
     Read { xid: i32, req: Request },
     /// A reply already decided (auth, ping, errors) queued behind a pending write.
@@ -69,6 +69,8 @@ pub struct Conn {
     handshake: Cell<Handshake>,
     closing: Cell<bool>,
     touched: Cell<bool>,
+    /// Number of the next write this connection sends.
+    next_wseq: Cell<u64>,
     stats: Arc<ConnStats>,
 }
 
@@ -129,11 +131,11 @@ impl Conn {
         self.close(shard);
     }
 
-    /// The commit core answered this connection's oldest outstanding write.
-    pub fn write_done(&self, shard: &Shard, frame: Bytes, close: bool) {
+    /// The commit core answered this connection's write number `wseq`.
+    pub fn write_done(&self, shard: &Shard, wseq: u64, frame: Bytes, close: bool) {
         {
             let mut slots = self.slots.borrow_mut();
-            let slot = slots.iter_mut().find(|s| matches!(s, Slot::Write { pending: None, reply: None, .. }));
+            let slot = slots.iter_mut().find(|s| matches!(s, Slot::Write { wseq: w, .. } if *w == wseq));
             match slot {
                 Some(Slot::Write { reply, close: c, .. }) => {
                     *reply = Some(frame);
@@ -202,6 +204,9 @@ impl Conn {
                 ReadCtx { tree: &tree, auth: &auth, session: self.session.get(), conn: self.id, watches: &mut watches };
             read::serve(&mut ctx, xid, req, &mut events)
         };
+        if read::changes_watches(req) {
+            shard.report_watches();
+        }
         for e in events {
             self.push_out(shard, e);
         }
@@ -296,21 +301,27 @@ impl Conn {
             }
         };
         match req {
-            Request::Ping => self.reply_in_order(shard, reply_empty(-2, zxid, err::OK), false),
+            // Clients exempt pings from reply order; answering at once keeps a session alive
+            // while a write of its waits (e.g. for the disk).
+            Request::Ping => self.push_out(shard, reply_empty(-2, zxid, err::OK)),
             Request::Check { .. } => self.reply_in_order(shard, reply_empty(xid, zxid, err::UNIMPLEMENTED), true),
             Request::Auth { scheme, auth } => self.auth(shard, xid, &scheme, &auth),
             Request::Reconfig => self.reply_in_order(shard, reply_empty(xid, zxid, err::RECONFIG_DISABLED), false),
             Request::Sasl => self.reply_in_order(shard, reply_empty(xid, zxid, err::UNIMPLEMENTED), false),
             req if Sequencer::is_write(&req) => {
+                let wseq = self.next_wseq.get();
+                self.next_wseq.set(wseq + 1);
                 let msg = ToCommit::Write {
                     shard: shard.id,
                     conn: self.id,
+                    wseq,
                     session: self.session.get(),
                     xid,
                     req,
                     auth: self.auth.borrow().clone(),
                 };
                 self.slots.borrow_mut().push_back(Slot::Write {
+                    wseq,
                     pending: Some(Box::new(msg)),
                     reply: None,
                     close: false,
@@ -436,6 +447,7 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, id: Co
         handshake: Cell::new(Handshake::Pending),
         closing: Cell::new(false),
         touched: Cell::new(false),
+        next_wseq: Cell::new(0),
         stats: stats.clone(),
     });
     shard.conns.borrow_mut().insert(id, conn.clone());
@@ -451,35 +463,50 @@ pub async fn serve(shard: Rc<Shard>, stream: TcpStream, peer: SocketAddr, id: Co
     shard.forget(&conn);
 }
 
-async fn read_loop<R: futures_lite::AsyncRead + Unpin>(shard: &Shard, conn: &Conn, rd: &mut R) {
-    let max = shard.cfg.jute_max_buffer;
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
-    if !fill(rd, &mut buf, 4).await {
-        return;
+/// Reads the first frame: answers a four-letter word (then `None`), or decodes the
+/// ConnectRequest. Pipelined requests after it stay in `buf`.
+async fn first_frame<R: futures_lite::AsyncRead + Unpin>(
+    shard: &Shard,
+    conn: &Conn,
+    rd: &mut R,
+    buf: &mut Vec<u8>,
+    max: usize,
+) -> Option<ConnectRequest> {
+    if !fill(rd, buf, 4).await {
+        return None;
     }
-    if let Some(cmd) = four_letter_word(&buf) {
-        let text = admin::respond(cmd, shard);
+    if let Some(cmd) = four_letter_word(buf) {
+        let text = admin::respond(cmd, shard).await;
         conn.push_out(shard, Bytes::from(text));
-        return;
+        return None;
     }
-    // The ConnectRequest.
     let (body, used) = loop {
-        match next_frame(&buf, max) {
+        match next_frame(buf, max) {
             Ok(Some((r, used))) => break (r, used),
             Ok(None) => {
                 let want = buf.len() + 1;
-                if !fill(rd, &mut buf, want).await {
-                    return;
+                if !fill(rd, buf, want).await {
+                    return None;
                 }
             }
-            Err(_) => return,
+            Err(_) => return None,
         }
     };
     let Ok(req) = ConnectRequest::decode(&buf[body]) else {
         eprintln!("corezk: {}: malformed ConnectRequest, closing", conn.peer);
-        return;
+        return None;
     };
     buf.drain(..used);
+    Some(req)
+}
+
+async fn read_loop<R: futures_lite::AsyncRead + Unpin>(shard: &Shard, conn: &Conn, rd: &mut R) {
+    let max = shard.cfg.jute_max_buffer;
+    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    // A client gets a bounded time to send its first frame (or a four-letter word).
+    let limit = Duration::from_millis(shard.cfg.session_timeout_bounds().1 as u64);
+    let first = glommio::timer::timeout(limit, async { Ok(first_frame(shard, conn, rd, &mut buf, max).await) }).await;
+    let Ok(Some(req)) = first else { return };
     if shard.to_commit.send(ToCommit::Connect { shard: shard.id, conn: conn.id, req }).await.is_err() {
         return;
     }

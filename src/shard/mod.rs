@@ -27,6 +27,8 @@ use std::time::Duration;
 
 /// How often a shard reports its sessions' activity to the commit core.
 const TOUCH_INTERVAL: Duration = Duration::from_millis(250);
+/// How often a shard checks whether a four-letter word wants its watch listing.
+const LISTING_POLL: Duration = Duration::from_millis(10);
 
 pub struct Shard {
     pub id: usize,
@@ -96,9 +98,7 @@ impl Shard {
         for r in &part.replies {
             let Some(conn) = self.conn(r.conn) else { continue };
             match &r.kind {
-                ReplyKind::Write | ReplyKind::WriteThenClose => {
-                    conn.write_done(self, r.frame.clone(), r.kind == ReplyKind::WriteThenClose);
-                }
+                ReplyKind::Write { wseq, close } => conn.write_done(self, *wseq, r.frame.clone(), *close),
                 ReplyKind::Connected { session, timeout } => {
                     if let Some(old) = self.by_session.borrow_mut().insert(*session, conn.id) {
                         if old != conn.id {
@@ -123,6 +123,9 @@ impl Shard {
                 conn.close(self);
             }
         }
+        if !c.triggers.is_empty() {
+            self.report_watches();
+        }
     }
 
     fn forget(&self, conn: &Conn) {
@@ -135,17 +138,37 @@ impl Shard {
             }
         }
         self.watches.borrow_mut().remove_conn(conn.id);
+        self.report_watches();
         self.shared.conns.lock().unwrap().remove(&(self.id, conn.id));
         self.shared.release(conn.peer.ip());
         self.shared.shards[self.id].connections.fetch_sub(1, Ordering::Relaxed);
     }
 
-    fn report_watches(&self) {
+    /// Publishes this shard's data-watch listing if a four-letter word asked for one.
+    fn answer_listing(&self) {
+        let wanted = self.shared.listing_wanted.load(Ordering::Acquire);
+        let mut slot = self.shared.listings[self.id].lock().unwrap();
+        if slot.0 >= wanted {
+            return;
+        }
+        let conns = self.conns.borrow();
+        let listing = self
+            .watches
+            .borrow()
+            .data_listing()
+            .into_iter()
+            .map(|(c, p)| (conns.get(&c).map_or(0, |c| c.session.get()), p.to_string()))
+            .collect();
+        *slot = (wanted, listing);
+    }
+
+    pub fn report_watches(&self) {
         let (c, p, w) = self.watch_summary();
         let s = &self.shared.shards[self.id];
         s.watching_conns.store(c, Ordering::Relaxed);
         s.watch_paths.store(p, Ordering::Relaxed);
         s.watches.store(w, Ordering::Relaxed);
+        s.watch_total.store(self.watches.borrow().total(), Ordering::Relaxed);
     }
 }
 
@@ -179,6 +202,18 @@ pub async fn run(
         glommio::spawn_local(async move {
             while let Some(ToShard::Doorbell) = from_commit.recv().await {
                 shard.catch_up();
+            }
+        })
+        .detach();
+    }
+    {
+        let shard = shard.clone();
+        glommio::spawn_local(async move {
+            loop {
+                glommio::timer::sleep(LISTING_POLL).await;
+                if shard.shared.listing_wanted.load(Ordering::Relaxed) > 0 {
+                    shard.answer_listing();
+                }
             }
         })
         .detach();

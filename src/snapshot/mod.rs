@@ -44,6 +44,8 @@ pub const MAGIC: [u8; 4] = *b"CZKS";
 pub const VERSION: u16 = 1;
 /// Size of the fixed header; the body follows it.
 pub const HEADER: usize = 72;
+/// Most bytes `encode` reserves up front (it grows past this when it must).
+const MAX_PREALLOC: u64 = 1 << 30;
 /// Bytes the header CRC covers.
 const HEADER_CRC_AT: usize = 68;
 
@@ -122,7 +124,13 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 /// Encodes `tree` (at `tree.last_zxid()`) and the session table as a snapshot file.
 /// `sessions` are `(id, timeout_ms, passwd)`; take them at the same zxid as the tree.
 pub fn encode(tree: &Tree, sessions: &[(i64, i32, [u8; 16])], next_session_id: i64) -> Vec<u8> {
-    let estimate = HEADER + tree.approximate_data_size() as usize + tree.node_count() * 80 + sessions.len() * 28 + 64;
+    // A preallocation hint only: capped, and robust to a nonsense data-size counter.
+    let estimate = (tree.approximate_data_size().min(MAX_PREALLOC) as usize)
+        .saturating_add(tree.node_count().saturating_mul(80))
+        .saturating_add(sessions.len().saturating_mul(28))
+        .min(MAX_PREALLOC as usize)
+        + HEADER
+        + 64;
     let mut out = Vec::with_capacity(estimate);
     out.resize(HEADER, 0);
     for (id, timeout, passwd) in sessions {

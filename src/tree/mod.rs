@@ -221,6 +221,13 @@ impl Tree {
         self.ephemerals.get(&session).map(|s| s.iter().cloned().collect()).unwrap_or_default()
     }
 
+    /// Sessions that own ephemeral nodes, sorted.
+    pub fn ephemeral_sessions(&self) -> Vec<i64> {
+        let mut v: Vec<i64> = self.ephemerals.keys().copied().collect();
+        v.sort();
+        v
+    }
+
     pub fn ephemeral_count(&self) -> usize {
         self.ephemerals.values().map(|s| s.len()).sum()
     }

@@ -43,6 +43,10 @@ pub struct Fired {
 struct Index {
     paths: HashMap<Arc<str>, Watchers, Fixed>,
     recursive: usize,
+    /// (path, connection) registrations.
+    entries: usize,
+    /// Registrations per connection.
+    per_conn: BTreeMap<ConnId, usize>,
 }
 
 impl Index {
@@ -53,6 +57,10 @@ impl Index {
             self.recursive += 1;
         }
         w.insert(conn, old | mode);
+        if old == 0 {
+            self.entries += 1;
+            *self.per_conn.entry(conn).or_default() += 1;
+        }
         old == 0
     }
 
@@ -70,6 +78,13 @@ impl Index {
             w.remove(&conn);
             if w.is_empty() {
                 self.paths.remove(path);
+            }
+            self.entries -= 1;
+            if let Some(n) = self.per_conn.get_mut(&conn) {
+                *n -= 1;
+                if *n == 0 {
+                    self.per_conn.remove(&conn);
+                }
             }
         }
         (had, gone)
@@ -246,15 +261,20 @@ impl WatchTable {
 
     /// (connections, paths, watches) of the data table, as `wchs` reports.
     pub fn data_summary(&self) -> (usize, usize, usize) {
-        let conns: BTreeSet<ConnId> = self.data.paths.values().flat_map(|w| w.keys().copied()).collect();
-        let watches = self.data.paths.values().map(|w| w.len()).sum();
-        (conns.len(), self.data.paths.len(), watches)
+        (self.data.per_conn.len(), self.data.paths.len(), self.data.entries)
     }
 
     /// Total registrations across both tables.
     pub fn total(&self) -> usize {
-        self.data.paths.values().map(|w| w.len()).sum::<usize>()
-            + self.child.paths.values().map(|w| w.len()).sum::<usize>()
+        self.data.entries + self.child.entries
+    }
+
+    /// Every (connection, path) of the data table, for `wchc` and `wchp`.
+    pub fn data_listing(&self) -> Vec<(ConnId, Arc<str>)> {
+        let mut v: Vec<(ConnId, Arc<str>)> =
+            self.data.paths.iter().flat_map(|(p, w)| w.keys().map(move |c| (*c, p.clone()))).collect();
+        v.sort();
+        v
     }
 
     /// Paths a connection watches in the data table (for `wchc`).
@@ -313,8 +333,10 @@ mod tests {
         assert_eq!(w.remove("/a", 2, watcher_type::PERSISTENT_RECURSIVE), Ok(true));
         assert_eq!(w.remove("/a", 1, 99), Err(BadWatcherType));
         assert_eq!(w.has("/a", 1, watcher_type::PERSISTENT), Ok(true));
+        assert_eq!(w.data_summary(), (1, 1, 1));
         w.remove_conn(1);
         assert_eq!(w.total(), 0);
+        assert_eq!(w.data_summary(), (0, 0, 0));
         assert!(fire(&mut w, TriggerKind::DataChanged, "/a").is_empty());
     }
 }

@@ -1,0 +1,294 @@
+//! The durable log and snapshots on disk: segment files written through io_uring (glommio DMA
+//! files, O_DIRECT where the filesystem has it), recovery at start-up, background snapshots and
+//! retention.
+//!
+//! Owns file names, preallocation, fdatasync and the recovery procedure. The record and
+//! snapshot byte formats belong to `record` and `snapshot`; this module never interprets a
+//! transaction beyond replaying it into the tree and session list.
+
+use crate::record;
+use crate::snapshot;
+use crate::tree::Tree;
+use crate::txn::TxnBody;
+use glommio::io::DmaFile;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+pub const LOG_PREFIX: &str = "log.";
+pub const SNAP_PREFIX: &str = "snapshot.";
+
+/// Where the log and the snapshots live (the same directory unless dataLogDir is set).
+#[derive(Debug, Clone)]
+pub struct Dirs {
+    pub data: PathBuf,
+    pub log: PathBuf,
+}
+
+pub fn file_name(prefix: &str, zxid: i64) -> String {
+    format!("{prefix}{zxid:016x}")
+}
+
+/// Files named `<prefix><hex zxid>` in `dir`, sorted by zxid.
+pub fn list(dir: &Path, prefix: &str) -> Vec<(i64, PathBuf)> {
+    let mut v: Vec<(i64, PathBuf)> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let name = e.file_name().into_string().ok()?;
+                    let hex = name.strip_prefix(prefix)?;
+                    let z = u64::from_str_radix(hex, 16).ok()? as i64;
+                    Some((z, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// The server secret session passwords derive from, created on first start.
+pub fn load_secret(data: &Path) -> Result<[u8; 16], String> {
+    let p = data.join("corezk.secret");
+    match std::fs::read(&p) {
+        Ok(b) if b.len() == 16 => {
+            let mut s = [0u8; 16];
+            s.copy_from_slice(&b);
+            Ok(s)
+        }
+        Ok(_) => {
+            Err(format!("{} is damaged (expected 16 bytes): remove it only if no session must survive", p.display()))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut s = [0u8; 16];
+            getrandom::getrandom(&mut s).map_err(|e| format!("no randomness for the server secret: {e}"))?;
+            write_durably(&p, &s).map_err(|e| format!("cannot write {}: {e}", p.display()))?;
+            Ok(s)
+        }
+        Err(e) => Err(format!("cannot read {}: {e}", p.display())),
+    }
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Writes a file atomically: temporary name, fsync, rename, fsync of the directory.
+pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)?;
+    sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+/// What recovery found.
+pub struct Recovered {
+    pub tree: Tree,
+    /// Open sessions: (id, timeout ms).
+    pub sessions: Vec<(i64, i32)>,
+    pub next_session_id: i64,
+    /// Zxid of the snapshot the state was built from (0: none).
+    pub snapshot_zxid: i64,
+    /// Transactions replayed from the log.
+    pub replayed: u64,
+    /// Operator-facing lines about what was found, discarded or skipped.
+    pub notes: Vec<String>,
+}
+
+/// Rebuilds the state from the newest valid snapshot plus the log records after it. A torn
+/// last record is cut off (noted); corruption anywhere else is an error naming file and offset.
+pub fn recover(dirs: &Dirs) -> Result<Recovered, String> {
+    let mut notes = Vec::new();
+    let snaps = list(&dirs.data, SNAP_PREFIX);
+    let mut base: Option<snapshot::SnapshotData> = None;
+    let mut bad_snaps = Vec::new();
+    for (_, p) in snaps.iter().rev() {
+        let bytes = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        match snapshot::decode(&bytes) {
+            Ok(s) => {
+                notes.push(format!("loaded snapshot {} at zxid 0x{:x}", p.display(), s.zxid));
+                base = Some(s);
+                break;
+            }
+            Err(e) => {
+                notes.push(format!("snapshot {} is corrupt ({e:?}); trying an older one", p.display()));
+                bad_snaps.push(format!("{}: {e:?}", p.display()));
+            }
+        }
+    }
+    let (mut tree, mut sessions, mut next_session_id, snapshot_zxid) = match base {
+        Some(s) => {
+            let sessions: BTreeMap<i64, i32> = s.sessions.iter().map(|&(id, to, _)| (id, to)).collect();
+            let z = s.zxid;
+            (s.tree, sessions, s.next_session_id, z)
+        }
+        None => (Tree::new(), BTreeMap::new(), 0, 0),
+    };
+    let logs = list(&dirs.log, LOG_PREFIX);
+    if snapshot_zxid == 0 && !bad_snaps.is_empty() {
+        let starts_at_one = logs.first().is_some_and(|(z, _)| *z <= 1);
+        if !starts_at_one {
+            return Err(format!(
+                "no valid snapshot and the log does not reach back to the start: {}",
+                bad_snaps.join("; ")
+            ));
+        }
+    }
+    let mut replayed = 0u64;
+    let (mut triggers, mut stats) = (Vec::new(), Vec::new());
+    for (i, (_, p)) in logs.iter().enumerate() {
+        let bytes = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+        let scan = record::scan(&bytes).map_err(|c| {
+            format!("{}: corrupt log record at offset {} ({}); refusing to start", p.display(), c.offset, c.reason)
+        })?;
+        for rec in &scan.records {
+            if rec.last_zxid <= tree.last_zxid() {
+                continue;
+            }
+            for txn in &rec.txns {
+                if txn.zxid <= tree.last_zxid() {
+                    continue;
+                }
+                if txn.zxid != tree.last_zxid() + 1 {
+                    return Err(format!(
+                        "log gap: expected zxid 0x{:x} but {} continues at 0x{:x} (a log segment is missing?)",
+                        tree.last_zxid() + 1,
+                        p.display(),
+                        txn.zxid
+                    ));
+                }
+                match &txn.body {
+                    TxnBody::CreateSession { timeout } => {
+                        sessions.insert(txn.session, *timeout);
+                        next_session_id = next_session_id.max(txn.session.wrapping_add(1));
+                    }
+                    TxnBody::CloseSession => {
+                        sessions.remove(&txn.session);
+                    }
+                    _ => {}
+                }
+                tree.apply(txn, &mut triggers, &mut stats);
+                triggers.clear();
+                stats.clear();
+                replayed += 1;
+            }
+        }
+        if let Some(t) = &scan.torn {
+            if i + 1 != logs.len() {
+                return Err(format!(
+                    "{}: damaged record at offset {} ({}) in a segment that is not the last; refusing to start",
+                    p.display(),
+                    t.offset,
+                    t.reason
+                ));
+            }
+            notes.push(format!(
+                "{}: discarded a torn record at offset {} ({}, {} bytes): it was never acknowledged",
+                p.display(),
+                t.offset,
+                t.reason,
+                t.discarded_bytes
+            ));
+            let f = std::fs::OpenOptions::new().write(true).open(p).map_err(|e| format!("{}: {e}", p.display()))?;
+            f.set_len(scan.end as u64).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", p.display()))?;
+        }
+    }
+    if snapshot_zxid > 0 && tree.last_zxid() == snapshot_zxid && logs.is_empty() {
+        notes.push("no log segments after the snapshot".into());
+    }
+    Ok(Recovered { tree, sessions: sessions.into_iter().collect(), next_session_id, snapshot_zxid, replayed, notes })
+}
+
+/// Appends records to preallocated segment files with DMA writes and fdatasync.
+pub struct LogWriter {
+    dir: PathBuf,
+    file: Option<DmaFile>,
+    offset: u64,
+    segment_size: u64,
+    force_sync: bool,
+    roll_pending: bool,
+}
+
+impl LogWriter {
+    pub fn new(dir: PathBuf, segment_size: u64, force_sync: bool) -> LogWriter {
+        LogWriter { dir, file: None, offset: 0, segment_size, force_sync, roll_pending: true }
+    }
+
+    /// The next append starts a new segment (after a snapshot, so old ones can be purged).
+    pub fn roll_next(&mut self) {
+        self.roll_pending = true;
+    }
+
+    async fn roll(&mut self, first_zxid: i64, min_len: u64) -> std::io::Result<()> {
+        if let Some(f) = self.file.take() {
+            let _ = f.close().await;
+        }
+        let path = self.dir.join(file_name(LOG_PREFIX, first_zxid));
+        let f = DmaFile::create(&path).await?;
+        let size = self.segment_size.max(min_len);
+        if let Err(e) = f.pre_allocate(size, false).await {
+            let _ = f.close().await;
+            let _ = std::fs::remove_file(&path);
+            return Err(e.into());
+        }
+        sync_dir(&self.dir)?;
+        self.file = Some(f);
+        self.offset = 0;
+        self.roll_pending = false;
+        Ok(())
+    }
+
+    /// Writes one record (a multiple of the block size) and makes it durable.
+    pub async fn append(&mut self, rec: &[u8], first_zxid: i64) -> std::io::Result<()> {
+        debug_assert_eq!(rec.len() % record::BLOCK, 0);
+        let len = rec.len() as u64;
+        if self.roll_pending || self.file.is_none() || self.offset + len > self.segment_size.max(len) {
+            self.roll(first_zxid, len).await?;
+        }
+        let f = self.file.as_ref().expect("a segment is open");
+        let mut buf = f.alloc_dma_buffer(rec.len());
+        buf.as_bytes_mut().copy_from_slice(rec);
+        let n = f.write_at(buf, self.offset).await?;
+        if n != rec.len() {
+            return Err(std::io::Error::other(format!("short log write: {n} of {} bytes", rec.len())));
+        }
+        if self.force_sync {
+            f.fdatasync().await?;
+        }
+        self.offset += len;
+        Ok(())
+    }
+}
+
+/// Writes a snapshot file and purges what the retention setting no longer needs. Runs on a
+/// background thread; errors are reported, never fatal (the log still holds everything).
+pub fn write_snapshot(dirs: &Dirs, zxid: i64, bytes: &[u8], retain: usize) -> Result<PathBuf, String> {
+    let path = dirs.data.join(file_name(SNAP_PREFIX, zxid));
+    write_durably(&path, bytes).map_err(|e| format!("cannot write snapshot {}: {e}", path.display()))?;
+    purge(dirs, retain.max(1));
+    Ok(path)
+}
+
+/// Keeps the newest `retain` snapshots and the log segments needed to replay after the oldest
+/// of them; deletes the rest.
+pub fn purge(dirs: &Dirs, retain: usize) {
+    let snaps = list(&dirs.data, SNAP_PREFIX);
+    if snaps.len() < retain {
+        return;
+    }
+    let keep_from = snaps[snaps.len() - retain].0;
+    for (_, p) in &snaps[..snaps.len() - retain] {
+        let _ = std::fs::remove_file(p);
+    }
+    let logs = list(&dirs.log, LOG_PREFIX);
+    for w in logs.windows(2) {
+        // Segment w[0] holds zxids below w[1]'s first: not needed if all are <= keep_from.
+        if w[1].0 <= keep_from + 1 {
+            let _ = std::fs::remove_file(&w[0].1);
+        }
+    }
+}
