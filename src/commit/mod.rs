@@ -124,20 +124,21 @@ pub async fn run(
         let room = cfg.max_batch - core.seq.borrow().pending();
         queue.pop_batch(room, &mut batch).await;
         let now = core.now();
-        let mut seq = core.seq.borrow_mut();
-        for input in batch.drain(..) {
-            match input {
-                Input::Msg(m) => seq.handle(m, now),
-                Input::Tick => {
-                    seq.expire_sessions(now);
-                    if last_reap.elapsed() >= reap_every {
-                        last_reap = Instant::now();
-                        seq.reap(now);
+        {
+            let mut seq = core.seq.borrow_mut();
+            for input in batch.drain(..) {
+                match input {
+                    Input::Msg(m) => seq.handle(m, now),
+                    Input::Tick => {
+                        seq.expire_sessions(now);
+                        if last_reap.elapsed() >= reap_every {
+                            last_reap = Instant::now();
+                            seq.reap(now);
+                        }
                     }
                 }
             }
         }
-        drop(seq);
         core.work.notify();
         glommio::yield_if_needed().await;
     }

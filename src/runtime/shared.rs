@@ -98,6 +98,9 @@ impl ConnStats {
     }
 }
 
+/// A shard's data-watch listing: (the request number it answers, (session, path) pairs).
+pub type WatchListing = (u64, Vec<(i64, String)>);
+
 /// Process-wide state shared by all cores.
 pub struct Shared {
     pub cfg: Arc<Config>,
@@ -112,8 +115,8 @@ pub struct Shared {
     pub disk_failed: AtomicBool,
     /// Raised by a four-letter word that needs every shard's watch listing (wchc, wchp).
     pub listing_wanted: AtomicU64,
-    /// Each shard's latest listing: (request number it answers, (session, path) pairs).
-    pub listings: Vec<Mutex<(u64, Vec<(i64, String)>)>>,
+    /// Each shard's latest listing.
+    pub listings: Vec<Mutex<WatchListing>>,
     /// Each shard's queue of committed batches, in commit order (one producer: the commit
     /// core; one consumer: the shard). Bounded by the doorbell channel's depth.
     pub inboxes: Vec<SegQueue<Arc<Committed>>>,
