@@ -1072,3 +1072,41 @@ fn four_letter_watch_and_ephemeral_listings() {
     assert!(dump.contains("Sessions with Ephemerals ("), "dump:\n{dump}");
     assert!(dump.contains(&format!("{sid}:\n\t{eph}\n")), "dump lacks {sid} with {eph}:\n{dump}");
 }
+
+/// Clients that issue reads back to back must not stall other clients' writes (ZooKeeper 3.8
+/// here: well under 1 ms each; the bound below is generous).
+#[test]
+fn writes_are_not_starved_by_clients_reading_back_to_back() {
+    let srv = Server::start();
+    let base = unique_path("starve");
+    let mut w = RawConn::session(srv.addr(), 30_000);
+    assert_eq!(w.create(&base, Some(b"0"), 0).err, 0);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let mut r = RawConn::session(srv.addr(), 30_000);
+        let stop = stop.clone();
+        let path = base.clone();
+        readers.push(std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                r.get_data(&path, false).unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let mut worst = Duration::ZERO;
+    for i in 0..50 {
+        let t = Instant::now();
+        assert_eq!(w.set_data(&base, i.to_string().as_bytes()).err, 0);
+        worst = worst.max(t.elapsed());
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let reads: u64 = readers.into_iter().map(|t| t.join().unwrap()).sum();
+    assert!(
+        worst < Duration::from_millis(500),
+        "a setData took {worst:?} while 2 clients read back to back ({reads} reads)"
+    );
+}
