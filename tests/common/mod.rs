@@ -664,12 +664,17 @@ pub fn parse_connect_response(body: &[u8]) -> ConnectResponse {
 impl RawConn {
     /// A plain TCP connection (no handshake) with 5 s read/write timeouts.
     pub fn open(addr: &str) -> RawConn {
-        let stream = TcpStream::connect_timeout(&sock_addr(addr), Duration::from_secs(2))
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-        stream.set_write_timeout(Some(Duration::from_secs(5))).unwrap();
-        stream.set_nodelay(true).unwrap();
-        RawConn { stream, next_xid: 1, session_id: 0, passwd: Vec::new(), timeout_ms: 0, events: VecDeque::new() }
+        RawConn::try_open(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+    }
+
+    /// Like [`RawConn::open`], but returns the error: a server that drops a connection at once
+    /// (e.g. over maxClientCnxns) can make the connect itself fail.
+    pub fn try_open(addr: &str) -> io::Result<RawConn> {
+        let stream = TcpStream::connect_timeout(&sock_addr(addr), Duration::from_secs(2))?;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+        stream.set_nodelay(true)?;
+        Ok(RawConn { stream, next_xid: 1, session_id: 0, passwd: Vec::new(), timeout_ms: 0, events: VecDeque::new() })
     }
 
     /// A new session (requested timeout `timeout_ms`, readOnly byte sent); asserts the
