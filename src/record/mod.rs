@@ -352,12 +352,16 @@ fn validate<'a>(h: &Header, payload: &'a [u8]) -> Result<&'a ArchivedRBatch, Rec
     Ok(batch)
 }
 
+fn is_aligned(b: &[u8]) -> bool {
+    (b.as_ptr() as usize).is_multiple_of(PAYLOAD_ALIGN)
+}
+
 /// Validates the record at the start of `buf` and returns its archived batch in place, without
 /// copying: for shards reading a batch buffer this process received. Fails with `Misaligned`
 /// unless the payload (at `buf + HEADER`) is 16-byte aligned in memory.
 pub fn access(buf: &[u8]) -> Result<(Header, &ArchivedRBatch), RecordError> {
     let (h, payload) = checked_payload(buf)?;
-    if payload.as_ptr() as usize % PAYLOAD_ALIGN != 0 {
+    if !is_aligned(payload) {
         return Err(RecordError::Misaligned);
     }
     Ok((h, validate(&h, payload)?))
@@ -367,7 +371,7 @@ pub fn access(buf: &[u8]) -> Result<(Header, &ArchivedRBatch), RecordError> {
 pub fn decode(buf: &[u8]) -> Result<Decoded, RecordError> {
     let (h, payload) = checked_payload(buf)?;
     let copy;
-    let aligned: &[u8] = if payload.as_ptr() as usize % PAYLOAD_ALIGN == 0 {
+    let aligned: &[u8] = if is_aligned(payload) {
         payload
     } else {
         let mut v = rkyv::util::AlignedVec::<PAYLOAD_ALIGN>::with_capacity(payload.len());
