@@ -266,6 +266,9 @@ fn mntr(shard: &Shard) -> String {
     kv("last_zxid", format!("0x{:x}", tree.last_zxid()));
     kv("shards", sh.shards.len().to_string());
     kv("commit_batches", sh.batches.load(Ordering::Relaxed).to_string());
+    kv("logged_transactions", sh.logged_txns.load(Ordering::Relaxed).to_string());
+    kv("log_records", sh.log_records.load(Ordering::Relaxed).to_string());
+    kv("log_write_us_total", sh.log_write_us.load(Ordering::Relaxed).to_string());
     s
 }
 

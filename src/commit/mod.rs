@@ -193,6 +193,7 @@ async fn logger(
             let rec = record::encode(&txns);
             let first = txns[0].zxid;
             let mut failing = false;
+            let t0 = Instant::now();
             while let Err(e) = writer.append(&rec, first).await {
                 if !failing {
                     eprintln!(
@@ -214,6 +215,8 @@ async fn logger(
                 shared.disk_failed.store(false, Ordering::Relaxed);
             }
             shared.logged_txns.fetch_add(txns.len() as u64, Ordering::Relaxed);
+            shared.log_records.fetch_add(1, Ordering::Relaxed);
+            shared.log_write_us.fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
             since_snapshot += txns.len() as u64;
         }
         shared.sessions.store(committed.session_count, Ordering::Relaxed);

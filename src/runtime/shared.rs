@@ -111,6 +111,9 @@ pub struct Shared {
     pub sessions: AtomicUsize,
     pub batches: AtomicU64,
     pub logged_txns: AtomicU64,
+    /// Log records written, and the time spent writing and syncing them.
+    pub log_records: AtomicU64,
+    pub log_write_us: AtomicU64,
     /// The log cannot be written right now (writes are refused).
     pub disk_failed: AtomicBool,
     /// Raised by a four-letter word that needs every shard's watch listing (wchc, wchp).
@@ -136,6 +139,8 @@ impl Shared {
             sessions: AtomicUsize::new(0),
             batches: AtomicU64::new(0),
             logged_txns: AtomicU64::new(0),
+            log_records: AtomicU64::new(0),
+            log_write_us: AtomicU64::new(0),
             disk_failed: AtomicBool::new(false),
             listing_wanted: AtomicU64::new(0),
             listings: (0..shards).map(|_| Mutex::new((0, Vec::new()))).collect(),
