@@ -464,9 +464,18 @@ class RawZK:
         return Reply(xid, zxid, err, None, frame[16:])
 
     def read_reply(self, xid, timeout=None):
+        if self.closed:
+            raise ConnectionClosed("connection already closed (earlier timeout or close)")
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
-            frame = self.recv_frame(timeout=max(0.01, deadline - time.monotonic()))
+            try:
+                frame = self.recv_frame(timeout=max(0.01, deadline - time.monotonic()))
+            except socket.timeout:
+                # the reply may still come later: this connection can no longer
+                # pair replies with requests, so close it
+                self.close()
+                raise socket.timeout("no reply to xid %d within %.1fs" % (
+                    xid, self.timeout if timeout is None else timeout))
             rep = self._handle_frame(frame)
             if rep is None:
                 continue

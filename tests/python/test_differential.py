@@ -53,7 +53,7 @@ class Env:
 
     def raw(self, **kw):
         r = self.factory.raw(**kw)
-        r.timeout = 8.0
+        r.timeout = 15.0
         return r
 
     def norm(self, v):
@@ -102,7 +102,7 @@ class Env:
         try:
             rep = fn(*args, **kw)
         except (rawzk.ConnectionClosed, socket.timeout, OSError) as e:
-            self.rec.append((label, ("io-error", type(e).__name__)))
+            self.rec.append((label, ("io-error", "%s: %s" % (type(e).__name__, e))))
             return None
         self.rec.append((label, ("err", rep.err, self.norm(rep.value))))
         return rep
