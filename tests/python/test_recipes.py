@@ -198,8 +198,6 @@ def test_double_barrier(kz, base):
             db = clients[i].DoubleBarrier(base + "/dbar", n, identifier="m%d" % i)
             db.enter()
             entered(i)
-            # nobody passes enter() before everyone arrived
-            assert len(entered.snapshot()) >= 1
             db.leave()
             left(i)
         return run
