@@ -11,7 +11,7 @@ pub mod msg;
 use crate::config::Config;
 use crate::log::{self, Dirs, LogWriter, Recovered};
 use crate::record;
-use crate::runtime::local::{LocalQueue, Notify};
+use crate::runtime::local::{with_ticks, LocalQueue, Notify};
 use crate::runtime::shared::Shared;
 use crate::sequencer::{Now, Sequencer};
 use glommio::channels::shared_channel::{ConnectedSender, SharedReceiver, SharedSender};
@@ -71,7 +71,7 @@ pub async fn run(
     for rx in inputs {
         let q = queue.clone();
         glommio::spawn_local(async move {
-            let rx = rx.connect().await;
+            let rx = with_ticks(rx.connect()).await;
             while let Some(m) = rx.recv().await {
                 q.push(Input::Msg(m)).await;
             }
@@ -80,7 +80,7 @@ pub async fn run(
     }
     let mut outs = Vec::with_capacity(shards);
     for tx in outputs {
-        outs.push(tx.connect().await);
+        outs.push(with_ticks(tx.connect()).await);
     }
     {
         let q = queue.clone();

@@ -18,6 +18,9 @@ use shared::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+/// How long one task queue may run before the executor polls I/O and other queues.
+pub const PREEMPT_AFTER: std::time::Duration = std::time::Duration::from_micros(500);
+
 /// Locked memory each executor's io_uring buffers take.
 pub const IO_MEMORY_PER_EXECUTOR: usize = 1 << 20;
 
@@ -88,9 +91,19 @@ pub fn serve(cfg: Config) -> Result<(), String> {
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
             .io_memory(IO_MEMORY_PER_EXECUTOR)
+            .preempt_timer(PREEMPT_AFTER)
             .spawn(move || async move {
                 if let Some(((rx, tx), setup)) = commit_parts {
-                    glommio::spawn_local(commit::run(cfg, shared.clone(), setup, rx, tx)).detach();
+                    // The commit core shares its CPU with shard 0's connections: its own task
+                    // queue, favoured and latency-sensitive, keeps busy readers from starving it.
+                    let tq = glommio::executor().create_task_queue(
+                        glommio::Shares::Static(4000),
+                        glommio::Latency::Matters(PREEMPT_AFTER),
+                        "commit",
+                    );
+                    glommio::spawn_local_into(commit::run(cfg, shared.clone(), setup, rx, tx), tq)
+                        .expect("the commit task queue exists")
+                        .detach();
                 }
                 shard::run(i, shared, ctx, srx, addr).await
             })

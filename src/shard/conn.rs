@@ -355,20 +355,41 @@ impl Conn {
     }
 }
 
-/// Reads until `buf` holds at least `want` bytes. False on EOF or error.
-async fn fill<R: futures_lite::AsyncRead + Unpin>(rd: &mut R, buf: &mut Vec<u8>, want: usize) -> bool {
-    while buf.len() < want {
-        let len = buf.len();
-        buf.resize(len + READ_CHUNK, 0);
-        match rd.read(&mut buf[len..]).await {
-            Ok(0) | Err(_) => {
-                buf.truncate(len);
-                return false;
-            }
-            Ok(n) => buf.truncate(len + n),
-        }
+/// A connection's input buffer. Its memory is zeroed once when it grows and then reused, so a
+/// read never pays for clearing the space it reads into.
+struct InBuf {
+    data: Vec<u8>,
+    len: usize,
+}
+
+impl InBuf {
+    fn new() -> InBuf {
+        InBuf { data: Vec::new(), len: 0 }
     }
-    true
+
+    fn filled(&self) -> &[u8] {
+        &self.data[..self.len]
+    }
+
+    /// Drops the first `n` bytes.
+    fn consume(&mut self, n: usize) {
+        self.data.copy_within(n..self.len, 0);
+        self.len -= n;
+    }
+
+    /// Reads until at least `want` bytes are buffered. False on EOF or error.
+    async fn fill<R: futures_lite::AsyncRead + Unpin>(&mut self, rd: &mut R, want: usize) -> bool {
+        while self.len < want {
+            if self.data.len() < self.len + READ_CHUNK {
+                self.data.resize(self.len + READ_CHUNK, 0);
+            }
+            match rd.read(&mut self.data[self.len..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => self.len += n,
+            }
+        }
+        true
+    }
 }
 
 async fn writer<W: futures_lite::AsyncWrite + Unpin>(conn: Rc<Conn>, shard: Rc<Shard>, mut wr: W) {
@@ -469,40 +490,40 @@ async fn first_frame<R: futures_lite::AsyncRead + Unpin>(
     shard: &Shard,
     conn: &Conn,
     rd: &mut R,
-    buf: &mut Vec<u8>,
+    buf: &mut InBuf,
     max: usize,
 ) -> Option<ConnectRequest> {
-    if !fill(rd, buf, 4).await {
+    if !buf.fill(rd, 4).await {
         return None;
     }
-    if let Some(cmd) = four_letter_word(buf) {
+    if let Some(cmd) = four_letter_word(buf.filled()) {
         let text = admin::respond(cmd, shard).await;
         conn.push_out(shard, Bytes::from(text));
         return None;
     }
     let (body, used) = loop {
-        match next_frame(buf, max) {
+        match next_frame(buf.filled(), max) {
             Ok(Some((r, used))) => break (r, used),
             Ok(None) => {
-                let want = buf.len() + 1;
-                if !fill(rd, buf, want).await {
+                let want = buf.len + 1;
+                if !buf.fill(rd, want).await {
                     return None;
                 }
             }
             Err(_) => return None,
         }
     };
-    let Ok(req) = ConnectRequest::decode(&buf[body]) else {
+    let Ok(req) = ConnectRequest::decode(&buf.filled()[body]) else {
         eprintln!("corezk: {}: malformed ConnectRequest, closing", conn.peer);
         return None;
     };
-    buf.drain(..used);
+    buf.consume(used);
     Some(req)
 }
 
 async fn read_loop<R: futures_lite::AsyncRead + Unpin>(shard: &Shard, conn: &Conn, rd: &mut R) {
     let max = shard.cfg.jute_max_buffer;
-    let mut buf: Vec<u8> = Vec::with_capacity(READ_CHUNK);
+    let mut buf = InBuf::new();
     // A client gets a bounded time to send its first frame (or a four-letter word).
     let limit = Duration::from_millis(shard.cfg.session_timeout_bounds().1 as u64);
     let first = glommio::timer::timeout(limit, async { Ok(first_frame(shard, conn, rd, &mut buf, max).await) }).await;
@@ -521,10 +542,10 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(shard: &Shard, conn: &Con
     let mut start = 0;
     loop {
         loop {
-            match next_frame(&buf[start..], max) {
+            match next_frame(&buf.filled()[start..], max) {
                 Ok(Some((r, used))) => {
                     let r = (r.start + start)..(r.end + start);
-                    conn.request(shard, &buf[r]);
+                    conn.request(shard, &buf.filled()[r]);
                     start += used;
                     if conn.closing.get() {
                         return;
@@ -541,10 +562,13 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(shard: &Shard, conn: &Con
                 }
             }
         }
-        buf.drain(..start);
+        buf.consume(start);
         start = 0;
-        let want = buf.len() + 1;
-        if !fill(rd, &mut buf, want).await {
+        // Reads that complete at once never suspend this task: give the core back when the
+        // time slice is up, so other connections and the commit core run.
+        glommio::yield_if_needed().await;
+        let want = buf.len + 1;
+        if !buf.fill(rd, want).await {
             return;
         }
     }

@@ -11,6 +11,7 @@ use crate::commit::msg::{Committed, ReplyKind, ToCommit, ToShard};
 use crate::config::Config;
 use crate::proto::codes::perm;
 use crate::proto::encode_notification;
+use crate::runtime::local::with_ticks;
 use crate::runtime::shared::Shared;
 use crate::tree::acl;
 use crate::tree::Tree;
@@ -182,8 +183,8 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let cfg = shared.cfg.clone();
     let listener = glommio::net::TcpListener::bind(addr)?;
-    let to_commit = to_commit.connect().await;
-    let from_commit = from_commit.connect().await;
+    let to_commit = with_ticks(to_commit.connect()).await;
+    let from_commit = with_ticks(from_commit.connect()).await;
     let shard = Rc::new(Shard {
         id,
         shared: shared.clone(),
@@ -199,11 +200,21 @@ pub async fn run(
     });
     {
         let shard = shard.clone();
-        glommio::spawn_local(async move {
-            while let Some(ToShard::Doorbell) = from_commit.recv().await {
-                shard.catch_up();
-            }
-        })
+        // Committed batches carry write replies: applying them is latency-sensitive.
+        let tq = glommio::executor().create_task_queue(
+            glommio::Shares::Static(2000),
+            glommio::Latency::Matters(crate::runtime::PREEMPT_AFTER),
+            "batches",
+        );
+        glommio::spawn_local_into(
+            async move {
+                while let Some(ToShard::Doorbell) = from_commit.recv().await {
+                    shard.catch_up();
+                }
+            },
+            tq,
+        )
+        .expect("the batch task queue exists")
         .detach();
     }
     {

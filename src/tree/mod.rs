@@ -258,8 +258,10 @@ impl Tree {
                 let par = t.nodes.get_mut(parent).ok_or_else(|| format!("{p:?} has no parent node"))?;
                 Arc::make_mut(par).children.get_or_insert_with(ChildSet::new).insert(path::name(&p).into());
             }
+            // Mirrors `apply`: data always counts, the path only for nodes a create made.
+            t.data_size += n.data_len() as u64;
             if !path::is_system(&p) {
-                t.data_size += n.data_len() as u64 + p.len() as u64;
+                t.data_size += p.len() as u64;
             }
             match n.kind() {
                 Kind::Ephemeral(s) => {
@@ -397,7 +399,8 @@ impl Tree {
             }
             TxnOp::SetData { path, data } => {
                 let node = Arc::make_mut(self.nodes.get_mut(&**path).expect("setData of a missing node"));
-                self.data_size = self.data_size - node.data_len() as u64 + data.as_ref().map_or(0, |d| d.len()) as u64;
+                self.data_size =
+                    self.data_size.saturating_sub(node.data_len() as u64) + data.as_ref().map_or(0, |d| d.len()) as u64;
                 node.data = data.clone();
                 node.version = node.version.wrapping_add(1);
                 node.mzxid = zxid;
