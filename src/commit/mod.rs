@@ -115,7 +115,11 @@ pub async fn run(
         // Back-pressure: a full open batch waits for the logger to take it.
         loop {
             let wait = core.sealed.notified();
-            if core.seq.borrow().pending() < cfg.max_batch {
+            let full = {
+                let seq = core.seq.borrow();
+                seq.pending() >= cfg.max_batch || seq.pending_bytes() >= cfg.max_batch_bytes
+            };
+            if !full {
                 break;
             }
             wait.await;

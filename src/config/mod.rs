@@ -54,6 +54,8 @@ pub struct Config {
     pub max_outstanding_per_session: usize,
     /// Most requests the commit core folds into one batch.
     pub max_batch: usize,
+    /// Most transaction payload bytes in one batch (one log record).
+    pub max_batch_bytes: usize,
     /// Outgoing bytes queued for a connection before it is closed as a slow consumer.
     pub max_queued_bytes_per_connection: usize,
     /// Messages in flight on each shard <-> commit-core channel.
@@ -93,6 +95,7 @@ impl Default for Config {
             cores: None,
             max_outstanding_per_session: 1000,
             max_batch: 1000,
+            max_batch_bytes: 8 << 20,
             max_queued_bytes_per_connection: 64 << 20,
             channel_depth: 1024,
             force_sync: true,
@@ -229,6 +232,7 @@ impl Config {
             }
             "maxOutstandingPerSession" => self.max_outstanding_per_session = num::<usize>(key, v)?.max(1),
             "maxBatch" => self.max_batch = num::<usize>(key, v)?.max(1),
+            "maxBatchBytes" => self.max_batch_bytes = num::<usize>(key, v)?.max(1 << 16),
             "maxQueuedBytesPerConnection" => self.max_queued_bytes_per_connection = num::<usize>(key, v)?.max(1 << 20),
             _ if k.starts_with("server.") => {
                 let id: u32 = num(key, &k["server.".len()..])?;

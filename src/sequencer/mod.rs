@@ -24,6 +24,28 @@ pub struct Now {
     pub wall_ms: i64,
 }
 
+/// Rough size of a transaction in a log record: its paths and data.
+fn txn_bytes(txn: &Txn) -> usize {
+    const OVERHEAD: usize = 64;
+    match &txn.body {
+        TxnBody::Ops { ops, .. } => ops
+            .iter()
+            .map(|o| {
+                OVERHEAD
+                    + match o {
+                        TxnOp::Create { path, data, acl, .. } => {
+                            path.len() + data.as_ref().map_or(0, |d| d.len()) + 32 * acl.len()
+                        }
+                        TxnOp::SetData { path, data } => path.len() + data.as_ref().map_or(0, |d| d.len()),
+                        TxnOp::SetAcl { path, acl } => path.len() + 32 * acl.len(),
+                        TxnOp::Delete { path } | TxnOp::Check { path } => path.len(),
+                    }
+            })
+            .sum(),
+        _ => OVERHEAD,
+    }
+}
+
 pub struct Sequencer {
     tree: Tree,
     sessions: SessionTable,
@@ -42,8 +64,9 @@ pub struct Sequencer {
     dirty: bool,
     /// Transactions of the batch being assembled, for the log.
     txns: Vec<Txn>,
-    /// Requests folded into the batch being assembled.
+    /// Requests folded into the batch being assembled, and the bytes of their payloads.
     pending: usize,
+    pending_bytes: usize,
     /// The log cannot be written: writes are refused until it recovers.
     disk_failed: bool,
     secret: [u8; 16],
@@ -56,6 +79,7 @@ impl Sequencer {
         Sequencer {
             txns: Vec::new(),
             pending: 0,
+            pending_bytes: 0,
             disk_failed: false,
             secret,
             tree: Tree::new(),
@@ -115,6 +139,11 @@ impl Sequencer {
         self.pending
     }
 
+    /// Approximate payload bytes (data, paths) of the transactions in the batch being assembled.
+    pub fn pending_bytes(&self) -> usize {
+        self.pending_bytes
+    }
+
     /// While set, writes and new sessions are refused (the log cannot be written).
     pub fn set_disk_failed(&mut self, failed: bool) {
         self.disk_failed = failed;
@@ -146,6 +175,7 @@ impl Sequencer {
         self.triggers.extend(self.trig_scratch.drain(..).map(|t| (zxid, t)));
         self.dirty = true;
         if txn.consumes_zxid() {
+            self.pending_bytes += txn_bytes(&txn);
             self.txns.push(txn);
         }
         zxid
@@ -281,6 +311,7 @@ impl Sequencer {
         }
         self.dirty = false;
         self.pending = 0;
+        self.pending_bytes = 0;
         let shards = self.parts.len();
         let txns = std::mem::take(&mut self.txns);
         Some((

@@ -1,0 +1,57 @@
+//! Criterion benchmark of the log write path: appending one-block records through io_uring DMA
+//! writes, with and without fdatasync (group commit makes one of these per batch).
+
+use bytes::Bytes;
+use corezk::log::LogWriter;
+use corezk::record;
+use corezk::txn::{Txn, TxnBody, TxnOp};
+use criterion::{criterion_group, criterion_main, Criterion};
+use std::time::{Duration, Instant};
+
+fn one_record() -> Vec<u8> {
+    let txn = Txn {
+        zxid: 1,
+        time: 0,
+        session: 1,
+        body: TxnBody::Ops {
+            ops: vec![TxnOp::SetData { path: "/k/00000001".into(), data: Some(Bytes::from(vec![7u8; 1024])) }],
+            multi: false,
+        },
+    };
+    record::encode(&[txn])
+}
+
+fn append(c: &mut Criterion) {
+    let mut g = c.benchmark_group("log append");
+    g.sample_size(10).measurement_time(Duration::from_secs(3));
+    for sync in [false, true] {
+        let name = if sync { "4 KiB record + fdatasync" } else { "4 KiB record, no fdatasync" };
+        g.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let dir = std::env::temp_dir().join(format!("corezk-bench-log-{}-{sync}", std::process::id()));
+                std::fs::create_dir_all(&dir).unwrap();
+                let d = dir.clone();
+                let rec = one_record();
+                let took = glommio::LocalExecutorBuilder::default()
+                    .io_memory(1 << 20)
+                    .spawn(move || async move {
+                        let mut w = LogWriter::new(d, 64 << 20, sync);
+                        let t = Instant::now();
+                        for i in 0..iters {
+                            w.append(&rec, 1 + i as i64).await.expect("log append");
+                        }
+                        t.elapsed()
+                    })
+                    .expect("executor")
+                    .join()
+                    .expect("join");
+                let _ = std::fs::remove_dir_all(&dir);
+                took
+            })
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, append);
+criterion_main!(benches);
