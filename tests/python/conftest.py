@@ -56,22 +56,30 @@ def require(kind):
 
 
 class ServerPool:
+    """Shared servers, started lazily.  A start-up failure fails the test that
+    asked for the server; later tests try again with a new process, up to
+    MAX_START_FAILURES failures per kind, then fail at once (so a binary that
+    cannot start does not cost a start timeout per test)."""
+
+    MAX_START_FAILURES = 3
+
     def __init__(self):
         self.servers = {}
-        self.failed = {}
+        self.failures = {}
 
     def get(self, kind):
         require(kind)
-        if kind in self.failed:
-            pytest.fail("%s failed to start earlier in this run:\n%s" % (kind, self.failed[kind]),
-                        pytrace=False)
+        errs = self.failures.get(kind, [])
+        if len(errs) >= self.MAX_START_FAILURES:
+            pytest.fail("%s failed to start %d times in this run; first error:\n%s"
+                        % (kind, len(errs), errs[0]), pytrace=False)
         srv = self.servers.get(kind)
         if srv is None or not srv.alive():
             srv = servers.make_server(kind)
             try:
                 srv.start()
             except servers.ServerStartError as e:
-                self.failed[kind] = str(e)
+                self.failures.setdefault(kind, []).append(str(e))
                 pytest.fail(str(e), pytrace=False)
             self.servers[kind] = srv
         return srv
