@@ -216,7 +216,7 @@ fn open_loop_keeps_the_rate() {
     let r = &report.results;
     assert_eq!(r.errors, 0, "errors: {:?}", r.errors_by_code);
     // 2000/s for 2 s, give or take scheduling at the window's edges.
-    assert!((3600..=4400).contains(&r.total_ops), "open loop at 2000/s for 2 s completed {}", r.total_ops);
+    assert!((3000..=4600).contains(&r.total_ops), "open loop at 2000/s for 2 s completed {}", r.total_ops);
     assert!(r.send_lag_us.is_some());
     assert_eq!(report.settings.mode, "open");
 }
