@@ -80,12 +80,12 @@ pub async fn respond(cmd: &str, shard: &Shard) -> String {
         "conf" => conf(shard),
         "envi" => envi(),
         "wchs" => {
-            shard.report_watches();
-            let sh = &shard.shared;
-            let c = sh.sum(|s| s.watching_conns.load(Ordering::Relaxed) as u64);
-            let p = sh.sum(|s| s.watch_paths.load(Ordering::Relaxed) as u64);
-            let w = sh.sum(|s| s.watches.load(Ordering::Relaxed) as u64);
-            format!("{c} connections watching {p} paths\nTotal watches:{w}\n")
+            let Some(list) = watch_listing(shard).await else {
+                return "Unable to gather the watch listing from every shard.\n".into();
+            };
+            let conns: std::collections::BTreeSet<i64> = list.iter().map(|(s, _)| *s).collect();
+            let paths: std::collections::BTreeSet<&str> = list.iter().map(|(_, p)| p.as_str()).collect();
+            format!("{} connections watching {} paths\nTotal watches:{}\n", conns.len(), paths.len(), list.len())
         }
         "dirs" => {
             let d = dir_size(&shard.cfg.data_dir);

@@ -24,6 +24,41 @@ pub const PREEMPT_AFTER: std::time::Duration = std::time::Duration::from_micros(
 /// Locked memory each executor's io_uring buffers take.
 pub const IO_MEMORY_PER_EXECUTOR: usize = 1 << 20;
 
+/// How long the shards may take to start before the process starts itself again.
+const START_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+const START_ATTEMPTS: u32 = 3;
+
+/// Waits for every shard to be wired up. glommio 0.9 can leave an executor asleep for good
+/// while its shared channels connect (its timers stop firing too); such a start never
+/// recovers, so the process replaces itself with a fresh copy of itself (same pid, same
+/// arguments; the data-directory lock and the listeners close on exec) a bounded number of
+/// times before giving up.
+fn wait_until_started(shared: &Shared, n: usize) {
+    let t0 = std::time::Instant::now();
+    while shared.ready.load(std::sync::atomic::Ordering::Acquire) < n {
+        if t0.elapsed() > START_DEADLINE {
+            let attempt: u32 = std::env::var("COREZK_START_ATTEMPT").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
+            if attempt >= START_ATTEMPTS {
+                eprintln!("corezk: error: the shards did not start within {START_DEADLINE:?} ({attempt} attempts)");
+                std::process::exit(1);
+            }
+            eprintln!(
+                "corezk: the shards did not start within {START_DEADLINE:?}; starting again (attempt {})",
+                attempt + 1
+            );
+            use std::os::unix::process::CommandExt;
+            let exe = std::env::current_exe().unwrap_or_else(|_| "corezk".into());
+            let err = std::process::Command::new(exe)
+                .args(std::env::args_os().skip(1))
+                .env("COREZK_START_ATTEMPT", (attempt + 1).to_string())
+                .exec();
+            eprintln!("corezk: error: cannot restart: {err}");
+            std::process::exit(1);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+}
+
 /// Starts the server and blocks until it stops. Returns an error message for the operator.
 pub fn serve(cfg: Config) -> Result<(), String> {
     for note in &cfg.ignored {
@@ -110,6 +145,7 @@ pub fn serve(cfg: Config) -> Result<(), String> {
             .map_err(|e| format!("cannot start executor for shard {i} on CPU {cpu}: {e}"))?;
         handles.push(h);
     }
+    wait_until_started(&shared, n);
     for (i, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok(Ok(())) => {}

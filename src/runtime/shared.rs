@@ -50,11 +50,8 @@ pub struct ShardStats {
     pub outstanding: AtomicU64,
     pub latency: Latency,
     pub connections: AtomicUsize,
-    pub watches: AtomicUsize,
     /// Data plus child watch registrations.
     pub watch_total: AtomicUsize,
-    pub watch_paths: AtomicUsize,
-    pub watching_conns: AtomicUsize,
     pub last_zxid: AtomicI64,
     pub node_count: AtomicUsize,
     pub ephemerals: AtomicUsize,
@@ -109,6 +106,8 @@ pub struct Shared {
     pub conns: Mutex<BTreeMap<(usize, u64), Arc<ConnStats>>>,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     pub sessions: AtomicUsize,
+    /// Shards that finished starting (listening, wired to the commit core).
+    pub ready: AtomicUsize,
     pub batches: AtomicU64,
     pub logged_txns: AtomicU64,
     /// Log records written, and the time spent writing and syncing them.
@@ -137,6 +136,7 @@ impl Shared {
             conns: Mutex::new(BTreeMap::new()),
             per_ip: Mutex::new(HashMap::new()),
             sessions: AtomicUsize::new(0),
+            ready: AtomicUsize::new(0),
             batches: AtomicU64::new(0),
             logged_txns: AtomicU64::new(0),
             log_records: AtomicU64::new(0),

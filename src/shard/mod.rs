@@ -52,10 +52,6 @@ impl Shard {
         self.tree.borrow().clone()
     }
 
-    pub fn watch_summary(&self) -> (usize, usize, usize) {
-        self.watches.borrow().data_summary()
-    }
-
     fn conn(&self, id: ConnId) -> Option<Rc<Conn>> {
         self.conns.borrow().get(&id).cloned()
     }
@@ -163,13 +159,9 @@ impl Shard {
         *slot = (wanted, listing);
     }
 
+    /// Publishes this shard's watch count (for `mntr`).
     pub fn report_watches(&self) {
-        let (c, p, w) = self.watch_summary();
-        let s = &self.shared.shards[self.id];
-        s.watching_conns.store(c, Ordering::Relaxed);
-        s.watch_paths.store(p, Ordering::Relaxed);
-        s.watches.store(w, Ordering::Relaxed);
-        s.watch_total.store(self.watches.borrow().total(), Ordering::Relaxed);
+        self.shared.shards[self.id].watch_total.store(self.watches.borrow().total(), Ordering::Relaxed);
     }
 }
 
@@ -244,6 +236,7 @@ pub async fn run(
         .detach();
     }
     eprintln!("corezk: shard {id} listening on {addr}");
+    shared.ready.fetch_add(1, Ordering::Release);
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
