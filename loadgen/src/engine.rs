@@ -169,61 +169,12 @@ pub fn teardown(cfg: &LoadConfig, p: &Prepared) -> Result<usize, String> {
     delete_tree(&cfg.hosts[0], &p.base, cfg.session_timeout_ms)
 }
 
-/// The CPUs this process may run on (sched_getaffinity), in order.
-pub fn allowed_cpus() -> Vec<usize> {
-    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) };
-    if rc != 0 {
-        return (0..std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)).collect();
-    }
-    (0..libc::CPU_SETSIZE as usize).filter(|&c| unsafe { libc::CPU_ISSET(c, &set) }).collect()
-}
+/// The CPUs this process may run on (sched_getaffinity), in order: the server's own check.
+pub use corezk::runtime::preflight::{allowed_cpus, probe_io_uring};
 
-/// Raises RLIMIT_MEMLOCK to cover `executors` io_uring rings where allowed.
+/// Raises RLIMIT_MEMLOCK to cover `executors` io_uring rings where allowed (the server's check).
 pub fn ensure_memlock(executors: usize) -> Result<(), String> {
-    let need = (executors * IO_MEMORY_PER_EXECUTOR + (1 << 20)) as u64;
-    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) };
-    if r.rlim_cur == libc::RLIM_INFINITY || r.rlim_cur >= need {
-        return Ok(());
-    }
-    for target in [
-        libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY },
-        libc::rlimit { rlim_cur: r.rlim_max, rlim_max: r.rlim_max },
-    ] {
-        if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &target) } == 0
-            && (target.rlim_cur == libc::RLIM_INFINITY || target.rlim_cur >= need)
-        {
-            return Ok(());
-        }
-    }
-    Err(format!(
-        "locked-memory limit (RLIMIT_MEMLOCK) is {} KiB but {executors} thread(s) need {} KiB for io_uring: \
-         run `ulimit -l {}` (or unlimited) first, or lower --threads",
-        r.rlim_cur / 1024,
-        need / 1024,
-        need / 1024
-    ))
-}
-
-/// Checks io_uring works here, naming the real cause when it does not (glommio would panic with
-/// a misleading "kernel too old").
-pub fn probe_io_uring() -> Result<(), String> {
-    match io_uring::IoUring::new(8) {
-        Ok(_) => Ok(()),
-        Err(e) => {
-            let disabled = std::fs::read_to_string("/proc/sys/kernel/io_uring_disabled").unwrap_or_default();
-            let hint = match disabled.trim() {
-                "1" | "2" => "it is disabled by sysctl kernel.io_uring_disabled (set it to 0)",
-                _ if e.raw_os_error() == Some(libc::EPERM) || e.raw_os_error() == Some(libc::ENOSYS) => {
-                    "a seccomp profile (such as Docker's default) blocks it"
-                }
-                _ if e.raw_os_error() == Some(libc::ENOMEM) => "it could not lock memory: raise RLIMIT_MEMLOCK",
-                _ => "Linux 5.8 or newer is required",
-            };
-            Err(format!("io_uring is unavailable ({e}): {hint}"))
-        }
-    }
+    corezk::runtime::preflight::ensure_memlock(executors, IO_MEMORY_PER_EXECUTOR)
 }
 
 /// What one load run measured.
