@@ -28,6 +28,16 @@ fn tree_with(n: usize) -> Tree {
 }
 
 fn proto(c: &mut Criterion) {
+    let stat = corezk::proto::Stat { czxid: 5, mzxid: 9, data_length: 1024, ..Default::default() };
+    let data = vec![3u8; 1024];
+    c.bench_function("encode getData reply 1KiB", |b| {
+        b.iter(|| {
+            let mut w = corezk::proto::reply_header(7, 9, 0);
+            w.buffer(Some(black_box(&data)));
+            stat.encode(&mut w);
+            w.finish_frame()
+        })
+    });
     let mut w = Writer::new();
     encode_request(&mut w, &Request::GetData { path: "/k/00001234".into(), watch: false });
     let body = w.buf;
@@ -42,11 +52,30 @@ fn proto(c: &mut Criterion) {
 }
 
 fn tree(c: &mut Criterion) {
-    let t = tree_with(100_000);
-    c.bench_function("tree get (100k nodes)", |b| b.iter(|| t.get(black_box("/k/00054321")).map(|n| n.stat())));
+    let t = tree_with(1_000_000);
+    c.bench_function("tree get (1M nodes)", |b| b.iter(|| t.get(black_box("/k/00054321")).map(|n| n.stat())));
+    let mut t3 = t.clone();
+    let acl = Arc::new(vec![Acl::world(31)]);
+    let mut next = 0u64;
+    c.bench_function("tree create + snapshot (1M nodes)", |b| {
+        b.iter(|| {
+            next += 1;
+            let body = TxnBody::Ops {
+                ops: vec![TxnOp::Create {
+                    path: format!("/k/new{next:012}").into(),
+                    data: Some(Bytes::from_static(b"v")),
+                    acl: acl.clone(),
+                    owner: 0,
+                }],
+                multi: false,
+            };
+            t3.apply(&Txn { zxid: 1_000_000 + next as i64, time: 0, session: 0, body }, &mut vec![], &mut vec![]);
+            black_box(Arc::new(t3.clone()));
+        })
+    });
     let mut t2 = t.clone();
     let mut zxid = 2;
-    c.bench_function("tree setData + snapshot (100k nodes)", |b| {
+    c.bench_function("tree setData + snapshot (1M nodes)", |b| {
         b.iter(|| {
             zxid += 1;
             let body = TxnBody::Ops {
@@ -80,5 +109,51 @@ fn watches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, proto, tree, watches);
+/// Cross-core fan-out: the commit core publishes a batch to every shard's inbox; the shards
+/// (other threads) take it. Measures the time until every shard holds the batch.
+fn fan_out(c: &mut Criterion) {
+    use crossbeam::queue::SegQueue;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    const SHARDS: usize = 2;
+    let inboxes: Arc<Vec<SegQueue<Arc<u64>>>> = Arc::new((0..SHARDS).map(|_| SegQueue::new()).collect());
+    let taken: Arc<Vec<AtomicU64>> = Arc::new((0..SHARDS).map(|_| AtomicU64::new(0)).collect());
+    let stop = Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..SHARDS)
+        .map(|i| {
+            let (inboxes, taken, stop) = (inboxes.clone(), taken.clone(), stop.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    match inboxes[i].pop() {
+                        Some(b) => {
+                            black_box(b);
+                            taken[i].fetch_add(1, Ordering::Release);
+                        }
+                        None => std::hint::spin_loop(),
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut sent = 0u64;
+    c.bench_function("publish a batch to 2 shard threads", |b| {
+        b.iter(|| {
+            let batch = Arc::new(sent);
+            for inbox in inboxes.iter() {
+                inbox.push(batch.clone());
+            }
+            sent += 1;
+            for t in taken.iter() {
+                while t.load(Ordering::Acquire) < sent {
+                    std::hint::spin_loop();
+                }
+            }
+        })
+    });
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+criterion_group!(benches, proto, tree, watches, fan_out);
 criterion_main!(benches);
