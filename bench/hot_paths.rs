@@ -110,15 +110,16 @@ fn watches(c: &mut Criterion) {
 }
 
 /// Cross-core fan-out: the commit core publishes a batch to every shard's inbox; the shards
-/// (other threads) take it. Measures the time until every shard holds the batch.
+/// (other threads, one per remaining CPU so none are oversubscribed) take it. Measures the time
+/// until every shard holds the batch.
 fn fan_out(c: &mut Criterion) {
     use crossbeam::queue::SegQueue;
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-    const SHARDS: usize = 2;
-    let inboxes: Arc<Vec<SegQueue<Arc<u64>>>> = Arc::new((0..SHARDS).map(|_| SegQueue::new()).collect());
-    let taken: Arc<Vec<AtomicU64>> = Arc::new((0..SHARDS).map(|_| AtomicU64::new(0)).collect());
+    let shards = std::thread::available_parallelism().map_or(2, |n| n.get()).saturating_sub(1).max(1);
+    let inboxes: Arc<Vec<SegQueue<Arc<u64>>>> = Arc::new((0..shards).map(|_| SegQueue::new()).collect());
+    let taken: Arc<Vec<AtomicU64>> = Arc::new((0..shards).map(|_| AtomicU64::new(0)).collect());
     let stop = Arc::new(AtomicBool::new(false));
-    let threads: Vec<_> = (0..SHARDS)
+    let threads: Vec<_> = (0..shards)
         .map(|i| {
             let (inboxes, taken, stop) = (inboxes.clone(), taken.clone(), stop.clone());
             std::thread::spawn(move || {
@@ -135,7 +136,7 @@ fn fan_out(c: &mut Criterion) {
         })
         .collect();
     let mut sent = 0u64;
-    c.bench_function("publish a batch to 2 shard threads", |b| {
+    c.bench_function(&format!("publish a batch to {shards} shard thread(s)"), |b| {
         b.iter(|| {
             let batch = Arc::new(sent);
             for inbox in inboxes.iter() {
