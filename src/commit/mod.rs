@@ -176,26 +176,42 @@ async fn logger(
     let mut since_snapshot: u64 = 0;
     let mut durable_tree = Arc::new(core.seq.borrow().tree().clone());
     loop {
-        let sealed = loop {
+        // Everything sealed so far: several batches (fenced apart for session order) still share
+        // one write and one fdatasync.
+        let mut batches = loop {
             let wait = core.work.notified();
-            let taken = core.seq.borrow_mut().take_batch();
-            if let Some(b) = taken {
-                break b;
+            let mut taken = Vec::new();
+            loop {
+                let next = core.seq.borrow_mut().take_batch();
+                match next {
+                    Some(b) => taken.push(b),
+                    None => break,
+                }
+            }
+            if !taken.is_empty() {
+                break taken;
             }
             wait.await;
         };
         core.sealed.notify();
-        let (committed, txns) = sealed;
-        let snapshot_due = !txns.is_empty()
-            && since_snapshot + txns.len() as u64 >= cfg.snap_count
+        let txn_count: usize = batches.iter().map(|(_, t)| t.len()).sum();
+        let snapshot_due = txn_count > 0
+            && since_snapshot + txn_count as u64 >= cfg.snap_count
             && !snapshot_running.load(Ordering::Acquire);
         let snapshot_sessions = snapshot_due.then(|| {
             let seq = core.seq.borrow();
             (seq.session_list(), seq.next_session_id())
         });
-        if !txns.is_empty() {
-            let rec = record::encode(&txns);
-            let first = txns[0].zxid;
+        if txn_count > 0 {
+            let mut rec = Vec::new();
+            let mut first = None;
+            for (_, txns) in &batches {
+                if let Some(t) = txns.first() {
+                    first.get_or_insert(t.zxid);
+                    rec.extend_from_slice(&record::encode(txns));
+                }
+            }
+            let first = first.expect("a batch with transactions");
             let mut failing = false;
             let t0 = Instant::now();
             while let Err(e) = writer.append(&rec, first).await {
@@ -218,16 +234,21 @@ async fn logger(
                 core.seq.borrow_mut().set_disk_failed(false);
                 shared.disk_failed.store(false, Ordering::Relaxed);
             }
-            shared.logged_txns.fetch_add(txns.len() as u64, Ordering::Relaxed);
-            shared.log_records.fetch_add(1, Ordering::Relaxed);
+            shared.logged_txns.fetch_add(txn_count as u64, Ordering::Relaxed);
+            shared
+                .log_records
+                .fetch_add(batches.iter().filter(|(_, t)| !t.is_empty()).count() as u64, Ordering::Relaxed);
             shared.log_write_us.fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
-            since_snapshot += txns.len() as u64;
+            since_snapshot += txn_count as u64;
         }
-        shared.sessions.store(committed.session_count, Ordering::Relaxed);
-        shared.batches.fetch_add(1, Ordering::Relaxed);
-        let tree = committed.tree.clone();
+        let mut tree = durable_tree.clone();
+        for (committed, _) in batches.drain(..) {
+            shared.sessions.store(committed.session_count, Ordering::Relaxed);
+            shared.batches.fetch_add(1, Ordering::Relaxed);
+            tree = committed.tree.clone();
+            shared.publish(Arc::new(committed));
+        }
         durable_tree = tree.clone();
-        shared.publish(Arc::new(committed));
         for o in &outs {
             if o.send(ToShard::Doorbell).await.is_err() {
                 return;

@@ -16,8 +16,18 @@ pub enum ToCommit {
     /// A ConnectRequest, new session or re-attach.
     Connect { shard: usize, conn: ConnId, req: ConnectRequest },
     /// A write (or sync / closeSession) in the connection's request order; `wseq` numbers the
-    /// connection's writes so the reply finds its place.
-    Write { shard: usize, conn: ConnId, wseq: u64, session: i64, xid: i32, req: Request, auth: Arc<AuthInfo> },
+    /// connection's writes so the reply finds its place. `fence`: a read of this session is
+    /// queued before it, so it must land in a later batch than the writes before that read.
+    Write {
+        shard: usize,
+        conn: ConnId,
+        wseq: u64,
+        session: i64,
+        xid: i32,
+        req: Request,
+        auth: Arc<AuthInfo>,
+        fence: bool,
+    },
     /// Sessions that saw traffic since the last report.
     Touch { sessions: Vec<i64> },
 }

@@ -64,6 +64,8 @@ pub struct Sequencer {
     dirty: bool,
     /// Transactions of the batch being assembled, for the log.
     txns: Vec<Txn>,
+    /// Batches ended by a fence, waiting for the logger (oldest first).
+    sealed: std::collections::VecDeque<(Committed, Vec<Txn>)>,
     /// Requests folded into the batch being assembled, and the bytes of their payloads.
     pending: usize,
     pending_bytes: usize,
@@ -78,6 +80,7 @@ impl Sequencer {
     pub fn new(cfg: &Config, shards: usize, first_session_id: i64, secret: [u8; 16]) -> Sequencer {
         Sequencer {
             txns: Vec::new(),
+            sealed: std::collections::VecDeque::new(),
             pending: 0,
             pending_bytes: 0,
             disk_failed: false,
@@ -125,9 +128,9 @@ impl Sequencer {
         self.sessions.next_id()
     }
 
-    /// Whether the batch being assembled holds transactions (or their watch triggers).
+    /// Whether the batches not yet taken hold transactions (or their watch triggers).
     pub fn has_transactions(&self) -> bool {
-        !self.txns.is_empty() || !self.triggers.is_empty() || !self.closed.is_empty()
+        !self.sealed.is_empty() || !self.txns.is_empty() || !self.triggers.is_empty() || !self.closed.is_empty()
     }
 
     pub fn shard_count(&self) -> usize {
@@ -193,7 +196,10 @@ impl Sequencer {
                 }
             }
             ToCommit::Connect { shard, conn, req } => self.connect(shard, conn, req, now),
-            ToCommit::Write { shard, conn, wseq, session, xid, req, auth } => {
+            ToCommit::Write { shard, conn, wseq, session, xid, req, auth, fence } => {
+                if fence {
+                    self.fence();
+                }
                 if !self.sessions.touch(session, now.mono_ms) {
                     let frame = reply_empty(xid, self.tree.last_zxid(), err::SESSION_EXPIRED);
                     self.reply(shard, conn, frame, ReplyKind::Write { wseq, close: false });
@@ -303,15 +309,32 @@ impl Sequencer {
         }
     }
 
-    /// Takes the batch assembled so far, if anything happened, with its transactions (which
-    /// must be durable before the batch is published).
+    /// Takes the oldest sealed batch, or else the batch assembled so far if anything happened,
+    /// with its transactions (which must be durable before the batch is published).
     pub fn take_batch(&mut self) -> Option<(Committed, Vec<Txn>)> {
+        if let Some(b) = self.sealed.pop_front() {
+            return Some(b);
+        }
+        let b = self.seal_open()?;
+        self.pending = 0;
+        self.pending_bytes = 0;
+        Some(b)
+    }
+
+    /// Ends the open batch here: what follows goes into a later batch. A write that a queued
+    /// read of its session must not see asks for this, so the read can be served from the
+    /// snapshot at the end of the earlier batch.
+    fn fence(&mut self) {
+        if let Some(b) = self.seal_open() {
+            self.sealed.push_back(b);
+        }
+    }
+
+    fn seal_open(&mut self) -> Option<(Committed, Vec<Txn>)> {
         if !self.dirty {
             return None;
         }
         self.dirty = false;
-        self.pending = 0;
-        self.pending_bytes = 0;
         let shards = self.parts.len();
         let txns = std::mem::take(&mut self.txns);
         Some((
@@ -381,7 +404,7 @@ mod tests {
             ttl: -1,
             op: 1,
         });
-        seq.handle(ToCommit::Write { shard: 0, conn: 1, wseq: 1, session, xid: 1, req, auth }, now(10));
+        seq.handle(ToCommit::Write { shard: 0, conn: 1, wseq: 1, session, xid: 1, req, auth, fence: false }, now(10));
         assert!(seq.tree().get("/e").is_some());
         seq.take_batch();
         seq.expire_sessions(now(4000));

@@ -169,10 +169,7 @@ impl Conn {
                         self.close(shard);
                     }
                 }
-                Slot::Read { xid, req } => {
-                    self.serve_read(shard, xid, &req);
-                    self.wake_forwarder.notify();
-                }
+                Slot::Read { xid, req } => self.serve_read(shard, xid, &req),
                 Slot::Ready { frame, close } => {
                     self.push_out(shard, frame);
                     if close {
@@ -258,14 +255,22 @@ impl Conn {
         self.reply_in_order(shard, reply_empty(xid, 0, err::OK), false);
     }
 
-    /// The next write that may go to the commit core: the first unsent write with no queued
-    /// read before it.
+    /// The next write to send to the commit core, in request order. A write with a queued read
+    /// before it is fenced: the commit core puts it in a later batch than the writes that read
+    /// waits for, so the read (served at the end of that batch) cannot see it.
     fn next_forwardable(&self) -> Option<ToCommit> {
         let mut slots = self.slots.borrow_mut();
+        let mut read_before = false;
         for s in slots.iter_mut() {
             match s {
-                Slot::Read { .. } => return None,
-                Slot::Write { pending, .. } if pending.is_some() => return pending.take().map(|b| *b),
+                Slot::Read { .. } => read_before = true,
+                Slot::Write { pending, .. } if pending.is_some() => {
+                    let mut msg = *pending.take().expect("checked");
+                    if let ToCommit::Write { fence, .. } = &mut msg {
+                        *fence = read_before;
+                    }
+                    return Some(msg);
+                }
                 _ => {}
             }
         }
@@ -319,6 +324,7 @@ impl Conn {
                     xid,
                     req,
                     auth: self.auth.borrow().clone(),
+                    fence: false,
                 };
                 self.slots.borrow_mut().push_back(Slot::Write {
                     wseq,
