@@ -110,3 +110,16 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, String> {
     }
     Ok(DataDirLock { _file: file })
 }
+
+/// Fails if another process already listens on `addr`. glommio binds with SO_REUSEPORT, which
+/// would silently share the port with another corezk (on another data directory); a plain bind
+/// first makes that a clear start-up error instead.
+pub fn port_free(addr: std::net::SocketAddr) -> Result<(), String> {
+    match std::net::TcpListener::bind(addr) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            Err(format!("client port {addr} is already in use by another process: stop it or choose another port"))
+        }
+        Err(e) => Err(format!("cannot listen on {addr}: {e}")),
+    }
+}
