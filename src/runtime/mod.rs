@@ -77,7 +77,6 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     preflight::ensure_memlock(cpus.len(), IO_MEMORY_PER_EXECUTOR)?;
     preflight::probe_io_uring()?;
     let _lock = preflight::lock_data_dir(&cfg.data_dir)?;
-    preflight::port_free(SocketAddr::new(cfg.client_port_address, cfg.client_port))?;
     if let Some(d) = &cfg.data_log_dir {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create dataLogDir {}: {e}", d.display()))?;
     }

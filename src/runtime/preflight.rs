@@ -110,23 +110,3 @@ pub fn lock_data_dir(dir: &Path) -> Result<DataDirLock, String> {
     }
     Ok(DataDirLock { _file: file })
 }
-
-/// Fails if another process already listens on `addr`. glommio binds with SO_REUSEPORT, which
-/// would silently share the port with another corezk (on another data directory). A connect
-/// attempt tells a live listener apart from leftovers of a previous run (TIME_WAIT sockets,
-/// which a plain bind would also trip over).
-pub fn port_free(addr: std::net::SocketAddr) -> Result<(), String> {
-    let mut probe = addr;
-    if probe.ip().is_unspecified() {
-        probe.set_ip(match probe {
-            std::net::SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
-            std::net::SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
-        });
-    }
-    match std::net::TcpStream::connect_timeout(&probe, std::time::Duration::from_millis(300)) {
-        Ok(_) => {
-            Err(format!("client port {addr} is already in use by another process: stop it or choose another port"))
-        }
-        Err(_) => Ok(()),
-    }
-}
