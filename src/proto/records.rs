@@ -222,7 +222,9 @@ fn decode_create(r: &mut Reader, opcode: i32) -> DecodeResult<CreateRequest> {
     Ok(CreateRequest { path, data, acl, flags, ttl, op: opcode })
 }
 
-fn decode_multi(r: &mut Reader) -> DecodeResult<Vec<MultiOp>> {
+/// Reads MultiHeader-prefixed items until the `done` terminator; `item` decodes one record of
+/// the given op type.
+fn decode_multi_items<T>(r: &mut Reader, item: impl Fn(&mut Reader, i32) -> DecodeResult<T>) -> DecodeResult<Vec<T>> {
     let mut ops = Vec::new();
     loop {
         let t = r.i32()?;
@@ -231,7 +233,13 @@ fn decode_multi(r: &mut Reader) -> DecodeResult<Vec<MultiOp>> {
         if done {
             return Ok(ops);
         }
-        let o = match t {
+        ops.push(item(r, t)?);
+    }
+}
+
+fn decode_multi(r: &mut Reader) -> DecodeResult<Vec<MultiOp>> {
+    decode_multi_items(r, |r, t| {
+        Ok(match t {
             op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
                 let c = decode_create(r, t)?;
                 if CreateMode::from_flags(c.flags).is_none() {
@@ -243,35 +251,20 @@ fn decode_multi(r: &mut Reader) -> DecodeResult<Vec<MultiOp>> {
             op::SET_DATA => MultiOp::SetData { path: r.string()?, data: r.buffer()?, version: r.i32()? },
             op::CHECK => MultiOp::Check { path: r.string()?, version: r.i32()? },
             _ => return Err(DecodeError::BadValue),
-        };
-        ops.push(o);
-    }
+        })
+    })
 }
 
 fn decode_multi_read(r: &mut Reader) -> DecodeResult<Vec<ReadOp>> {
-    let mut ops = Vec::new();
-    loop {
-        let t = r.i32()?;
-        let done = r.bool()?;
-        let _err = r.i32()?;
-        if done {
-            return Ok(ops);
+    decode_multi_items(r, |r, t| {
+        let path = r.string()?;
+        r.bool()?; // the watch flag: ignored in multiRead
+        match t {
+            op::GET_DATA => Ok(ReadOp::GetData { path }),
+            op::GET_CHILDREN => Ok(ReadOp::GetChildren { path }),
+            _ => Err(DecodeError::BadValue),
         }
-        let o = match t {
-            op::GET_DATA => {
-                let path = r.string()?;
-                r.bool()?;
-                ReadOp::GetData { path }
-            }
-            op::GET_CHILDREN => {
-                let path = r.string()?;
-                r.bool()?;
-                ReadOp::GetChildren { path }
-            }
-            _ => return Err(DecodeError::BadValue),
-        };
-        ops.push(o);
-    }
+    })
 }
 
 fn decode_set_watches(r: &mut Reader, v2: bool) -> DecodeResult<SetWatches> {
