@@ -45,8 +45,6 @@ struct Index {
     recursive: usize,
     /// (path, connection) registrations.
     entries: usize,
-    /// Registrations per connection.
-    per_conn: BTreeMap<ConnId, usize>,
 }
 
 impl Index {
@@ -59,7 +57,6 @@ impl Index {
         w.insert(conn, old | mode);
         if old == 0 {
             self.entries += 1;
-            *self.per_conn.entry(conn).or_default() += 1;
         }
         old == 0
     }
@@ -80,12 +77,6 @@ impl Index {
                 self.paths.remove(path);
             }
             self.entries -= 1;
-            if let Some(n) = self.per_conn.get_mut(&conn) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_conn.remove(&conn);
-                }
-            }
         }
         (had, gone)
     }
@@ -261,7 +252,8 @@ impl WatchTable {
 
     /// (connections, paths, watches) of the data table, as `wchs` reports.
     pub fn data_summary(&self) -> (usize, usize, usize) {
-        (self.data.per_conn.len(), self.data.paths.len(), self.data.entries)
+        let conns: BTreeSet<ConnId> = self.data.paths.values().flat_map(|w| w.keys().copied()).collect();
+        (conns.len(), self.data.paths.len(), self.data.entries)
     }
 
     /// Total registrations across both tables.
@@ -275,14 +267,6 @@ impl WatchTable {
             self.data.paths.iter().flat_map(|(p, w)| w.keys().map(move |c| (*c, p.clone()))).collect();
         v.sort();
         v
-    }
-
-    /// Paths a connection watches in the data table (for `wchc`).
-    pub fn paths_of(&self, conn: ConnId) -> Vec<Arc<str>> {
-        self.by_conn
-            .get(&conn)
-            .map(|s| s.iter().filter(|(t, _)| *t == Table::Data).map(|(_, p)| p.clone()).collect())
-            .unwrap_or_default()
     }
 }
 
