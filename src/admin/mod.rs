@@ -269,6 +269,10 @@ fn mntr(shard: &Shard) -> String {
     kv("logged_transactions", sh.logged_txns.load(Ordering::Relaxed).to_string());
     kv("log_records", sh.log_records.load(Ordering::Relaxed).to_string());
     kv("log_write_us_total", sh.log_write_us.load(Ordering::Relaxed).to_string());
+    kv("log_write_max_us", sh.log_write_max_us.load(Ordering::Relaxed).to_string());
+    let recent = sh.log_write_worst_recent.lock().unwrap().get(std::time::Instant::now());
+    kv("log_write_max_recent_us", recent.to_string());
+    kv("log_slow_writes", sh.log_slow_writes.load(Ordering::Relaxed).to_string());
     s
 }
 

@@ -9,7 +9,8 @@
 pub mod msg;
 
 use crate::config::Config;
-use crate::log::{self, Dirs, LogWriter, Recovered};
+use crate::log::writer::LogThread;
+use crate::log::{self, Dirs, Recovered};
 use crate::record;
 use crate::runtime::local::{with_ticks, LocalQueue, Notify};
 use crate::runtime::shared::Shared;
@@ -56,6 +57,8 @@ pub struct CommitSetup {
     pub dirs: Dirs,
     pub recovered: Recovered,
     pub secret: [u8; 16],
+    /// The log writer thread (started off the shards' CPUs).
+    pub log: LogThread,
 }
 
 /// Runs the commit core until the process exits.
@@ -107,7 +110,7 @@ pub async fn run(
             let _ = o.send(ToShard::Doorbell).await;
         }
     }
-    glommio::spawn_local(logger(cfg.clone(), shared.clone(), core.clone(), setup.dirs, outs)).detach();
+    glommio::spawn_local(logger(cfg.clone(), shared.clone(), core.clone(), setup.dirs, setup.log, outs)).detach();
     let reap_every = Duration::from_millis(cfg.container_check_interval_ms.max(1));
     let mut last_reap = Instant::now();
     let mut batch = Vec::with_capacity(cfg.max_batch);
@@ -169,9 +172,11 @@ async fn logger(
     shared: Arc<Shared>,
     core: Rc<Core>,
     dirs: Dirs,
+    log: LogThread,
     outs: Vec<ConnectedSender<ToShard>>,
 ) {
-    let mut writer = LogWriter::new(dirs.log.clone(), cfg.log_segment_bytes, cfg.force_sync);
+    // The first record after a start or a snapshot opens a new segment.
+    let mut roll = true;
     let snapshot_running = Arc::new(AtomicBool::new(false));
     let mut since_snapshot: u64 = 0;
     let mut durable_tree = Arc::new(core.seq.borrow().tree().clone());
@@ -213,8 +218,12 @@ async fn logger(
             }
             let first = first.expect("a batch with transactions");
             let mut failing = false;
-            let t0 = Instant::now();
-            while let Err(e) = writer.append(&rec, first).await {
+            let took = loop {
+                let e = match log.append(&rec, first, roll).await {
+                    Some(Ok(took)) => break took,
+                    Some(Err(e)) => e,
+                    None => std::io::Error::other("the log writer thread stopped"),
+                };
                 if !failing {
                     eprintln!(
                         "corezk: ERROR: cannot write the transaction log in {} ({e}); refusing writes until it \
@@ -228,6 +237,17 @@ async fn logger(
                 glommio::timer::sleep(RETRY).await;
                 // Refusals decided meanwhile must still reach their clients.
                 flush_refusals(&core, &shared, &outs, &durable_tree).await;
+            };
+            roll = false;
+            shared.log_write_took(took);
+            if took.as_millis() as u64 > cfg.fsync_warning_threshold_ms {
+                eprintln!(
+                    "corezk: WARNING: writing and syncing the transaction log took {} ms for {} bytes \
+                     (fsync.warningthresholdms={}): writes wait for the disk",
+                    took.as_millis(),
+                    rec.len(),
+                    cfg.fsync_warning_threshold_ms
+                );
             }
             if failing {
                 eprintln!("corezk: the transaction log is writable again; accepting writes");
@@ -238,7 +258,6 @@ async fn logger(
             shared
                 .log_records
                 .fetch_add(batches.iter().filter(|(_, t)| !t.is_empty()).count() as u64, Ordering::Relaxed);
-            shared.log_write_us.fetch_add(t0.elapsed().as_micros() as u64, Ordering::Relaxed);
             since_snapshot += txn_count as u64;
         }
         let mut tree = durable_tree.clone();
@@ -256,7 +275,7 @@ async fn logger(
         }
         if let Some((sessions, next_id)) = snapshot_sessions {
             since_snapshot = 0;
-            writer.roll_next();
+            roll = true;
             snapshot_running.store(true, Ordering::Release);
             let running = snapshot_running.clone();
             let dirs = dirs.clone();

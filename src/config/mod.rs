@@ -66,6 +66,8 @@ pub struct Config {
     pub snap_count: u64,
     /// Log segment preallocation in bytes (`preAllocSize`, given in KiB as in ZooKeeper).
     pub log_segment_bytes: u64,
+    /// A log write + sync slower than this is logged (`fsync.warningthresholdms`).
+    pub fsync_warning_threshold_ms: u64,
     /// Notes about ignored ZooKeeper keys, to log at start.
     pub ignored: Vec<String>,
 }
@@ -101,6 +103,7 @@ impl Default for Config {
             force_sync: true,
             snap_count: 100_000,
             log_segment_bytes: 64 << 20,
+            fsync_warning_threshold_ms: 1000,
             ignored: Vec::new(),
         }
     }
@@ -132,7 +135,6 @@ const IGNORED_ZK_KEYS: &[&str] = &[
     "sslQuorum",
     "dynamicConfigFile",
     "skipACL",
-    "fsync.warningthresholdms",
     "serverCnxnFactory",
     "audit.enable",
     "authProvider.1",
@@ -210,6 +212,7 @@ impl Config {
                 self.super_digest = Some(v.to_string());
             }
             "forceSync" => self.force_sync = boolean(key, v)?,
+            "fsync.warningthresholdms" => self.fsync_warning_threshold_ms = num(key, v)?,
             "snapCount" => {
                 self.snap_count = num(key, v)?;
                 if self.snap_count < 2 {

@@ -1,16 +1,16 @@
-//! The durable log and snapshots on disk: segment files written through io_uring (glommio DMA
-//! files, O_DIRECT where the filesystem has it), recovery at start-up, background snapshots and
-//! retention.
+//! The durable log and snapshots on disk: segment files (appended by the writer thread in
+//! `writer`), recovery at start-up, background snapshots and retention.
 //!
 //! Owns file names, preallocation, fdatasync and the recovery procedure. The record and
 //! snapshot byte formats belong to `record` and `snapshot`; this module never interprets a
 //! transaction beyond replaying it into the tree and session list.
 
+pub mod writer;
+
 use crate::record;
 use crate::snapshot;
 use crate::tree::Tree;
 use crate::txn::TxnBody;
-use glommio::io::DmaFile;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -201,67 +201,6 @@ pub fn recover(dirs: &Dirs) -> Result<Recovered, String> {
         notes.push("no log segments after the snapshot".into());
     }
     Ok(Recovered { tree, sessions: sessions.into_iter().collect(), next_session_id, snapshot_zxid, replayed, notes })
-}
-
-/// Appends records to preallocated segment files with DMA writes and fdatasync.
-pub struct LogWriter {
-    dir: PathBuf,
-    file: Option<DmaFile>,
-    offset: u64,
-    segment_size: u64,
-    force_sync: bool,
-    roll_pending: bool,
-}
-
-impl LogWriter {
-    pub fn new(dir: PathBuf, segment_size: u64, force_sync: bool) -> LogWriter {
-        LogWriter { dir, file: None, offset: 0, segment_size, force_sync, roll_pending: true }
-    }
-
-    /// The next append starts a new segment (after a snapshot, so old ones can be purged).
-    pub fn roll_next(&mut self) {
-        self.roll_pending = true;
-    }
-
-    async fn roll(&mut self, first_zxid: i64, min_len: u64) -> std::io::Result<()> {
-        if let Some(f) = self.file.take() {
-            let _ = f.close().await;
-        }
-        let path = self.dir.join(file_name(LOG_PREFIX, first_zxid));
-        let f = DmaFile::create(&path).await?;
-        let size = self.segment_size.max(min_len);
-        if let Err(e) = f.pre_allocate(size, false).await {
-            let _ = f.close().await;
-            let _ = std::fs::remove_file(&path);
-            return Err(e.into());
-        }
-        sync_dir(&self.dir)?;
-        self.file = Some(f);
-        self.offset = 0;
-        self.roll_pending = false;
-        Ok(())
-    }
-
-    /// Writes one record (a multiple of the block size) and makes it durable.
-    pub async fn append(&mut self, rec: &[u8], first_zxid: i64) -> std::io::Result<()> {
-        debug_assert_eq!(rec.len() % record::BLOCK, 0);
-        let len = rec.len() as u64;
-        if self.roll_pending || self.file.is_none() || self.offset + len > self.segment_size.max(len) {
-            self.roll(first_zxid, len).await?;
-        }
-        let f = self.file.as_ref().expect("a segment is open");
-        let mut buf = f.alloc_dma_buffer(rec.len());
-        buf.as_bytes_mut().copy_from_slice(rec);
-        let n = f.write_at(buf, self.offset).await?;
-        if n != rec.len() {
-            return Err(std::io::Error::other(format!("short log write: {n} of {} bytes", rec.len())));
-        }
-        if self.force_sync {
-            f.fdatasync().await?;
-        }
-        self.offset += len;
-        Ok(())
-    }
 }
 
 /// Writes a snapshot file and purges what the retention setting no longer needs. Runs on a

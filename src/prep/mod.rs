@@ -31,7 +31,7 @@ pub fn prep_write(tree: &Tree, req: &Request, ctx: &PrepCtx) -> TxnBody {
         Err(code) => TxnBody::Error { code },
     };
     match req {
-        Request::Create(c) => single(prep_create(tree, c, ctx, false)),
+        Request::Create(c) => single(prep_create(tree, c, ctx)),
         Request::Delete { path, version } => single(prep_delete(tree, path, *version, ctx)),
         Request::SetData { path, data, version } => single(prep_set_data(tree, path, data, *version, ctx)),
         Request::SetAcl { path, acl, version } => single(prep_set_acl(tree, path, acl, *version, ctx)),
@@ -48,7 +48,7 @@ fn prep_multi(tree: &Tree, ops: &[MultiOp], ctx: &PrepCtx) -> TxnBody {
     let mut sink = Vec::new();
     for (i, o) in ops.iter().enumerate() {
         let r = match o {
-            MultiOp::Create(c) => prep_create(&scratch, c, ctx, true),
+            MultiOp::Create(c) => prep_create(&scratch, c, ctx),
             MultiOp::Delete { path, version } => prep_delete(&scratch, path, *version, ctx),
             MultiOp::SetData { path, data, version } => prep_set_data(&scratch, path, data, *version, ctx),
             MultiOp::Check { path, version } => prep_check(&scratch, path, *version, ctx),
@@ -80,7 +80,7 @@ fn check_version(expected: i32, actual: i32) -> Result<(), i32> {
     }
 }
 
-fn prep_create(tree: &Tree, c: &CreateRequest, ctx: &PrepCtx, in_multi: bool) -> OpResult {
+fn prep_create(tree: &Tree, c: &CreateRequest, ctx: &PrepCtx) -> OpResult {
     let mode = CreateMode::from_flags(c.flags).ok_or(err::BAD_ARGUMENTS)?;
     let ttl_op = c.op == op::CREATE_TTL;
     if (mode.ttl || ttl_op) && !ctx.extended_types {
@@ -93,7 +93,8 @@ fn prep_create(tree: &Tree, c: &CreateRequest, ctx: &PrepCtx, in_multi: bool) ->
     } else if mode.ttl {
         return Err(err::BAD_ARGUMENTS);
     }
-    let container = c.op == op::CREATE_CONTAINER || (in_multi && mode.container);
+    // Inside a multi the op code was already rebuilt from the flags (`decode_multi`).
+    let container = c.op == op::CREATE_CONTAINER;
     if c.op == op::CREATE_CONTAINER && c.flags > 4 {
         return Err(err::BAD_ARGUMENTS);
     }

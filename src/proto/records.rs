@@ -237,14 +237,30 @@ fn decode_multi_items<T>(r: &mut Reader, item: impl Fn(&mut Reader, i32) -> Deco
     }
 }
 
+/// ZooKeeper rebuilds a create inside a multi from its flags, not from its op code: flags 4
+/// make a container, flags 5 and 6 a TTL node, anything else (invalid flags too, which then
+/// fail with BadArguments as that op's result) a plain create; a createTTL record whose flags
+/// are not a TTL mode loses its TTL. The rebuilt op code decides the result's shape: create
+/// (path only) for a plain create, create2 (path and Stat) for the others.
+fn rebuild_multi_create(c: &mut CreateRequest) {
+    let mode = CreateMode::from_flags(c.flags);
+    if c.op == op::CREATE_TTL && mode.is_some_and(|m| m.ttl) {
+        return;
+    }
+    c.ttl = -1;
+    c.op = match mode {
+        Some(m) if m.container => op::CREATE_CONTAINER,
+        Some(m) if m.ttl => op::CREATE_TTL,
+        _ => op::CREATE,
+    };
+}
+
 fn decode_multi(r: &mut Reader) -> DecodeResult<Vec<MultiOp>> {
     decode_multi_items(r, |r, t| {
         Ok(match t {
             op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => {
-                let c = decode_create(r, t)?;
-                if CreateMode::from_flags(c.flags).is_none() {
-                    return Err(DecodeError::BadValue);
-                }
+                let mut c = decode_create(r, t)?;
+                rebuild_multi_create(&mut c);
                 MultiOp::Create(c)
             }
             op::DELETE => MultiOp::Delete { path: r.string()?, version: r.i32()? },
@@ -523,6 +539,31 @@ mod tests {
     }
 
     #[test]
+    fn multi_creates_are_rebuilt_from_their_flags() {
+        let create = |op, flags, ttl| CreateRequest { path: "/a".into(), data: None, acl: vec![], flags, ttl, op };
+        let decoded = |c: CreateRequest| {
+            let mut w = Writer::new();
+            encode_request(&mut w, &Request::Multi(vec![MultiOp::Create(c)]));
+            match decode_request(op::MULTI, &w.buf) {
+                DecodeOutcome::Ok(Request::Multi(mut ops)) => match ops.pop() {
+                    Some(MultiOp::Create(c)) => (c.op, c.flags, c.ttl),
+                    other => panic!("{other:?}"),
+                },
+                other => panic!("{other:?}"),
+            }
+        };
+        for o in [op::CREATE, op::CREATE2, op::CREATE_CONTAINER] {
+            assert_eq!(decoded(create(o, 3, -1)), (op::CREATE, 3, -1));
+            assert_eq!(decoded(create(o, 4, -1)), (op::CREATE_CONTAINER, 4, -1));
+            assert_eq!(decoded(create(o, 7, -1)), (op::CREATE, 7, -1), "invalid flags fail when prepared");
+        }
+        assert_eq!(decoded(create(op::CREATE_TTL, 5, 100)), (op::CREATE_TTL, 5, 100));
+        assert_eq!(decoded(create(op::CREATE_TTL, 0, 0)), (op::CREATE, 0, -1), "the TTL is ignored");
+        assert_eq!(decoded(create(op::CREATE_TTL, 4, -5)), (op::CREATE_CONTAINER, 4, -1));
+        assert_eq!(decoded(create(op::CREATE_TTL, -1, 9)), (op::CREATE, -1, -1));
+    }
+
+    #[test]
     fn requests_round_trip() {
         round_trip(Request::Create(CreateRequest {
             path: "/a".into(),
@@ -575,15 +616,13 @@ mod tests {
     fn unknown_and_malformed() {
         assert_eq!(decode_request(999, &[]), DecodeOutcome::Unknown);
         assert_eq!(decode_request(op::GET_DATA, &[0, 0]), DecodeOutcome::Malformed);
-        // Multi with a bad create flag fails as a whole.
+        // A multi whose sub-op type is not a write fails as a whole.
         let mut w = Writer::new();
-        w.i32(op::CREATE);
+        w.i32(op::GET_DATA);
         w.bool(false);
         w.i32(-1);
         w.string("/a");
-        w.buffer(None);
-        w.i32(0);
-        w.i32(9);
+        w.bool(false);
         multi_end(&mut w);
         assert_eq!(decode_request(op::MULTI, &w.buf), DecodeOutcome::Malformed);
     }

@@ -62,12 +62,8 @@ pub fn serve(ctx: &mut ReadCtx, xid: i32, req: &Request, events: &mut Vec<Bytes>
             if path.contains('\0') {
                 return fail(err::BAD_ARGUMENTS);
             }
+            // ZooKeeper checks no permission on exists: its events are READ-filtered instead.
             let node = tree.get(path);
-            if let Some(n) = node {
-                if !acl::allowed(&n.acl, perm::READ, ctx.auth) {
-                    return fail(err::NO_AUTH);
-                }
-            }
             if *watch {
                 ctx.watches.add(Table::Data, path, ctx.conn, STANDARD);
             }

@@ -4,6 +4,7 @@
 //! wiring the shards to the commit core. Makes no protocol decisions.
 
 pub mod local;
+pub mod oneshot;
 pub mod preflight;
 pub mod shared;
 
@@ -100,7 +101,10 @@ pub fn serve(cfg: Config) -> Result<(), String> {
         recovered.replayed,
         t0.elapsed().as_millis()
     );
-    let mut setup = Some(commit::CommitSetup { dirs, recovered, secret });
+    // Started here, on the main thread, so it inherits the process's CPU mask and not a shard's.
+    let log = log::writer::LogThread::start(dirs.log.clone(), cfg.log_segment_bytes, cfg.force_sync)
+        .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
+    let mut setup = Some(commit::CommitSetup { dirs, recovered, secret, log });
     let n = cpus.len();
     let addr = SocketAddr::new(cfg.client_port_address, cfg.client_port);
     let cfg = Arc::new(cfg);

@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Request latency bookkeeping in microseconds.
 #[derive(Default)]
@@ -41,6 +41,44 @@ impl Latency {
         }
     }
 }
+
+/// The worst value of a measure over the last one to two windows (two rolling buckets).
+pub struct WorstRecent {
+    window: Duration,
+    started: Instant,
+    current: u64,
+    previous: u64,
+}
+
+impl WorstRecent {
+    pub fn new(window: Duration, now: Instant) -> WorstRecent {
+        assert!(!window.is_zero());
+        WorstRecent { window, started: now, current: 0, previous: 0 }
+    }
+
+    fn roll(&mut self, now: Instant) {
+        let age = now.saturating_duration_since(self.started);
+        if age >= 2 * self.window {
+            (self.previous, self.current, self.started) = (0, 0, now);
+        } else if age >= self.window {
+            (self.previous, self.current) = (self.current, 0);
+            self.started += self.window;
+        }
+    }
+
+    pub fn record(&mut self, value: u64, now: Instant) {
+        self.roll(now);
+        self.current = self.current.max(value);
+    }
+
+    pub fn get(&mut self, now: Instant) -> u64 {
+        self.roll(now);
+        self.current.max(self.previous)
+    }
+}
+
+/// How far back `zk_log_write_max_recent_us` looks (one to two of these).
+pub const LOG_WRITE_WINDOW: Duration = Duration::from_secs(60);
 
 /// Counters of one shard (written by that shard only).
 #[derive(Default)]
@@ -113,6 +151,11 @@ pub struct Shared {
     /// Log records written, and the time spent writing and syncing them.
     pub log_records: AtomicU64,
     pub log_write_us: AtomicU64,
+    /// The slowest log write + sync ever, the slowest recently, and how many were slower than
+    /// `fsync.warningthresholdms`.
+    pub log_write_max_us: AtomicU64,
+    pub log_write_worst_recent: Mutex<WorstRecent>,
+    pub log_slow_writes: AtomicU64,
     /// The log cannot be written right now (writes are refused).
     pub disk_failed: AtomicBool,
     /// Raised by a four-letter word that needs every shard's watch listing (wchc, wchp).
@@ -141,6 +184,9 @@ impl Shared {
             logged_txns: AtomicU64::new(0),
             log_records: AtomicU64::new(0),
             log_write_us: AtomicU64::new(0),
+            log_write_max_us: AtomicU64::new(0),
+            log_write_worst_recent: Mutex::new(WorstRecent::new(LOG_WRITE_WINDOW, Instant::now())),
+            log_slow_writes: AtomicU64::new(0),
             disk_failed: AtomicBool::new(false),
             listing_wanted: AtomicU64::new(0),
             listings: (0..shards).map(|_| Mutex::new((0, Vec::new()))).collect(),
@@ -184,8 +230,38 @@ impl Shared {
         }
     }
 
+    /// Records how long one log write + sync took.
+    pub fn log_write_took(&self, took: Duration) {
+        let us = took.as_micros() as u64;
+        self.log_write_us.fetch_add(us, Ordering::Relaxed);
+        self.log_write_max_us.fetch_max(us, Ordering::Relaxed);
+        self.log_write_worst_recent.lock().unwrap().record(us, Instant::now());
+        if took.as_millis() as u64 > self.cfg.fsync_warning_threshold_ms {
+            self.log_slow_writes.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Sum of a counter over shards.
     pub fn sum(&self, f: impl Fn(&ShardStats) -> u64) -> u64 {
         self.shards.iter().map(|s| f(s)).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worst_recent_forgets_old_windows() {
+        let t0 = Instant::now();
+        let w = Duration::from_secs(10);
+        let mut r = WorstRecent::new(w, t0);
+        r.record(5, t0);
+        r.record(3, t0 + Duration::from_secs(1));
+        assert_eq!(r.get(t0 + Duration::from_secs(2)), 5);
+        r.record(2, t0 + Duration::from_secs(12));
+        assert_eq!(r.get(t0 + Duration::from_secs(13)), 5, "the previous window still counts");
+        assert_eq!(r.get(t0 + Duration::from_secs(21)), 2);
+        assert_eq!(r.get(t0 + Duration::from_secs(45)), 0);
     }
 }

@@ -111,20 +111,23 @@ pub fn fixup(acl: &[Acl], auth: &AuthInfo) -> Result<Vec<Acl>, InvalidAcl> {
     if acl.is_empty() {
         return Err(InvalidAcl);
     }
-    let mut out: Vec<Acl> = Vec::with_capacity(acl.len());
-    let push = |a: Acl, out: &mut Vec<Acl>| {
-        if !out.contains(&a) {
-            out.push(a);
-        }
-    };
+    // Duplicates are dropped from the request only: an `auth` entry may still expand to an
+    // id listed beside it, and ZooKeeper stores both.
+    let mut unique: Vec<&Acl> = Vec::with_capacity(acl.len());
     for a in acl {
+        if !unique.contains(&a) {
+            unique.push(a);
+        }
+    }
+    let mut out: Vec<Acl> = Vec::with_capacity(unique.len());
+    for a in unique {
         match a.id.scheme.as_str() {
-            "world" if a.id.id == "anyone" => push(a.clone(), &mut out),
+            "world" if a.id.id == "anyone" => out.push(a.clone()),
             "auth" => {
                 let mut any = false;
                 for id in auth.authenticated_ids() {
                     any = true;
-                    push(Acl { perms: a.perms, id: id.clone() }, &mut out);
+                    out.push(Acl { perms: a.perms, id: id.clone() });
                 }
                 if !any {
                     return Err(InvalidAcl);
@@ -139,9 +142,9 @@ pub fn fixup(acl: &[Acl], auth: &AuthInfo) -> Result<Vec<Acl>, InvalidAcl> {
                 if n != 2 {
                     return Err(InvalidAcl);
                 }
-                push(a.clone(), &mut out)
+                out.push(a.clone())
             }
-            "ip" if ip_spec_valid(&a.id.id) => push(a.clone(), &mut out),
+            "ip" if ip_spec_valid(&a.id.id) => out.push(a.clone()),
             _ => return Err(InvalidAcl),
         }
     }
@@ -209,5 +212,11 @@ mod tests {
         assert!(fixup(&bad_digest, &anon).is_err());
         let dup = vec![Acl::world(31), Acl::world(31)];
         assert_eq!(fixup(&dup, &anon).unwrap().len(), 1);
+        // `auth` expanding to an id listed beside it keeps both entries, as ZooKeeper does.
+        let u = digest_auth("u:p");
+        let both = vec![auth_acl[0].clone(), Acl { perms: 31, id: Id { scheme: "digest".into(), id: digest("u:p") } }];
+        let fixed = fixup(&both, &u).unwrap();
+        assert_eq!(fixed.len(), 2);
+        assert_eq!(fixed[0], fixed[1]);
     }
 }

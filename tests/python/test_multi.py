@@ -177,11 +177,32 @@ def test_raw_multi_mixed_kinds_rejected(raw, base):
 
 def test_raw_multi_bad_create_flags(raw, base):
     c = raw()
-    rep = c.multi([rawzk.op_create(base + "/x", flags=7)])
-    # 3.8.0 reports per-op BadArguments; later sources fail the whole multi with
-    # MarshallingError (doc §4 / last section). Either way nothing is created.
-    if rep.err == 0:
-        assert [(r.type, r.err) for r in rep.value] == [(-1, rawzk.BADARGUMENTS)]
-    else:
-        assert rep.err == rawzk.MARSHALLINGERROR
-    assert c.exists(base + "/x").err == rawzk.NONODE
+    # Invalid flags are that op's BadArguments (ZooKeeper 3.8): OK before it,
+    # RuntimeInconsistency after it, nothing applied.
+    for flags in (7, -1, 1 << 20):
+        rep = c.multi([rawzk.op_create(base + "/w"), rawzk.op_create(base + "/x", flags=flags),
+                       rawzk.op_create(base + "/y")])
+        assert rep.err == 0
+        assert [(r.type, r.err) for r in rep.value] == [
+            (-1, 0), (-1, rawzk.BADARGUMENTS), (-1, rawzk.RUNTIMEINCONSISTENCY)]
+        for p in ("/w", "/x", "/y"):
+            assert c.exists(base + p).err == rawzk.NONODE
+
+
+def test_raw_multi_create_result_follows_flags(raw, base):
+    # ZooKeeper rebuilds a create sub-op from its flags: flags 0-3 answer type create
+    # (path only) whatever the op code, flags 4 a container with type create2 (path and
+    # Stat); a createTTL sub-op whose flags are no TTL mode ignores its TTL.
+    c = raw()
+    ops = [rawzk.op_create(base + "/p1", opcode=rawzk.OP_CREATE2),
+           rawzk.op_create(base + "/p2", opcode=rawzk.OP_CREATECONTAINER),
+           rawzk.op_create(base + "/c1", flags=4),
+           rawzk.op_create(base + "/t1", flags=0, opcode=rawzk.OP_CREATETTL, ttl=0),
+           rawzk.op_create(base + "/t2", flags=5, opcode=rawzk.OP_CREATETTL, ttl=60000)]
+    rep = c.multi(ops)
+    assert rep.err == 0
+    assert [r.type for r in rep.value] == [rawzk.OP_CREATE, rawzk.OP_CREATE, rawzk.OP_CREATE2,
+                                           rawzk.OP_CREATE, rawzk.OP_CREATE2]
+    assert rep.value[0].value == base + "/p1"
+    assert rep.value[2].value[0] == base + "/c1"
+    assert c.exists(base + "/t1").err == 0
