@@ -240,7 +240,7 @@ async fn logger(
             };
             roll = false;
             shared.log_write_took(took);
-            if took.as_millis() as u64 > cfg.fsync_warning_threshold_ms {
+            if took > Duration::from_millis(cfg.fsync_warning_threshold_ms) {
                 eprintln!(
                     "corezk: WARNING: writing and syncing the transaction log took {} ms for {} bytes \
                      (fsync.warningthresholdms={}): writes wait for the disk",

@@ -236,7 +236,7 @@ impl Shared {
         self.log_write_us.fetch_add(us, Ordering::Relaxed);
         self.log_write_max_us.fetch_max(us, Ordering::Relaxed);
         self.log_write_worst_recent.lock().unwrap().record(us, Instant::now());
-        if took.as_millis() as u64 > self.cfg.fsync_warning_threshold_ms {
+        if took > Duration::from_millis(self.cfg.fsync_warning_threshold_ms) {
             self.log_slow_writes.fetch_add(1, Ordering::Relaxed);
         }
     }

@@ -346,3 +346,39 @@ def test_disk_full_refuses_writes_keeps_reads_and_recovers():
         s.stop()
         subprocess.run(["umount", "-l", mnt])
         shutil.rmtree(mnt, ignore_errors=True)
+
+
+def mntr(s):
+    return dict(l.split("\t", 1) for l in rawzk.four_letter(s.addr, "mntr").decode().splitlines() if "\t" in l)
+
+
+def test_slow_log_writes_are_logged_and_shown_in_mntr():
+    """Every log write slower than fsync.warningthresholdms is logged with its duration; mntr
+    shows the slowest recent and ever. A threshold of 0 ms makes every write slow; the default
+    (1000 ms) makes none on a healthy disk."""
+    slow = start({"fsync.warningthresholdms": "0"})
+    fine = start()
+    try:
+        for s in (slow, fine):
+            c = client(s.addr)
+            try:
+                for i in range(5):
+                    c.create("/slow%d" % i, b"x")
+            finally:
+                stop_client(c)
+        m = mntr(slow)
+        assert int(m["zk_log_slow_writes"]) >= 5, m
+        assert int(m["zk_log_write_max_recent_us"]) > 0, m
+        assert int(m["zk_log_write_max_us"]) >= int(m["zk_log_write_max_recent_us"]), m
+        with open(slow.log_path, "rb") as f:
+            text = f.read().decode(errors="replace")
+        assert "writing and syncing the transaction log took" in text, text[-2000:]
+        assert "fsync.warningthresholdms=0" in text
+        m = mntr(fine)
+        assert int(m["zk_log_slow_writes"]) == 0, m
+        assert int(m["zk_log_write_max_recent_us"]) > 0, m
+        with open(fine.log_path, "rb") as f:
+            assert b"writing and syncing the transaction log took" not in f.read()
+    finally:
+        slow.stop()
+        fine.stop()
