@@ -78,7 +78,7 @@ fn record_codec(c: &mut Criterion) {
     g.throughput(Throughput::Elements(BATCH as u64));
     g.bench_function("encode_100x1KiB_setData", |b| b.iter(|| record::encode(black_box(&batch))));
     g.bench_function("validate_in_place_100x1KiB", |b| {
-        b.iter(|| record::access(black_box(&on_disk)).expect("valid").1.txns.len())
+        b.iter(|| record::access(black_box(&on_disk)).expect("valid").1.txns().len())
     });
     g.bench_function("decode_100x1KiB", |b| b.iter(|| record::decode(black_box(&on_disk)).expect("valid")));
     g.bench_function("decode_misaligned_100x1KiB", |b| {

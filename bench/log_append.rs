@@ -33,7 +33,8 @@ fn append(c: &mut Criterion) {
                 std::fs::create_dir_all(&dir).unwrap();
                 let d = dir.clone();
                 let rec = one_record();
-                let w = LogThread::start(d, 64 << 20, sync).expect("log writer");
+                let w = LogThread::start(corezk::log::Dirs { data: d.clone(), log: d }, 64 << 20, sync)
+                    .expect("log writer");
                 let t = Instant::now();
                 for i in 0..iters {
                     futures_lite::future::block_on(w.append(&rec, 1 + i as i64, i == 0))

@@ -1,13 +1,16 @@
 //! corezk: a ZooKeeper-compatible coordination service built as a thread-per-core server.
 //!
 //! Pure layer (no I/O, no clocks, no threads): `proto`, `tree`, `txn`, `prep`, `read`,
-//! `sequencer`, `session`, `watch`, `record`, `snapshot`. Runtime layer (thin, makes no protocol
-//! decisions): `config`, `runtime`, `shard`, `commit`, `log`, `admin`.
+//! `sequencer`, `session`, `watch`, `record`, `snapshot`, `zab` (replication), `node` (one
+//! server's decisions around ZAB). Runtime layer (thin, makes no protocol decisions): `config`,
+//! `runtime`, `shard`, `commit`, `log`, `net`, `admin`.
 
 pub mod admin;
 pub mod commit;
 pub mod config;
 pub mod log;
+pub mod net;
+pub mod node;
 pub mod prep;
 pub mod proto;
 pub mod read;

@@ -35,6 +35,21 @@ fn create() -> impl Strategy<Value = CreateRequest> {
     )
 }
 
+/// A create inside a multi as ZooKeeper rebuilds it from its flags (what decoding returns).
+fn rebuilt(mut c: CreateRequest) -> CreateRequest {
+    let ttl_mode = matches!(c.flags, 5 | 6);
+    if c.op == 21 && ttl_mode {
+        return c;
+    }
+    c.ttl = -1;
+    c.op = match c.flags {
+        4 => 19,
+        5 | 6 => 21,
+        _ => 1,
+    };
+    c
+}
+
 fn request() -> impl Strategy<Value = Request> {
     prop_oneof![
         create().prop_map(Request::Create),
@@ -50,7 +65,7 @@ fn request() -> impl Strategy<Value = Request> {
         (path(), acl(), any::<i32>()).prop_map(|(path, acl, version)| Request::SetAcl { path, acl, version }),
         prop::collection::vec(
             prop_oneof![
-                create().prop_map(MultiOp::Create),
+                create().prop_map(|c| MultiOp::Create(rebuilt(c))),
                 (path(), any::<i32>()).prop_map(|(path, version)| MultiOp::Check { path, version }),
                 (path(), any::<i32>()).prop_map(|(path, version)| MultiOp::Delete { path, version }),
                 (path(), data(), any::<i32>()).prop_map(|(path, data, version)| MultiOp::SetData {

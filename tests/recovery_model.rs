@@ -175,8 +175,9 @@ fn view(s: &State) -> View {
 
 fn apply_sessions(sessions: &mut Sessions, next: &mut i64, txn: &Txn) {
     match txn.body {
-        TxnBody::CreateSession { timeout } => {
-            sessions.insert(txn.session, (timeout, passwd(txn.session)));
+        TxnBody::CreateSession { timeout, passwd: pw } => {
+            assert_eq!(pw, passwd(txn.session), "the password travels in the record");
+            sessions.insert(txn.session, (timeout, pw));
             *next = (*next).max(txn.session + 1);
         }
         TxnBody::CloseSession => {
@@ -422,7 +423,7 @@ impl Model {
             }
             Step::CreateSession { timeout } => {
                 let id = self.live.next_session;
-                self.commit(id, TxnBody::CreateSession { timeout: *timeout });
+                self.commit(id, TxnBody::CreateSession { timeout: *timeout, passwd: passwd(id) });
             }
             Step::CloseSession { which } => {
                 let sid = self.session(*which);

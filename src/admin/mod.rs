@@ -34,6 +34,16 @@ pub async fn respond(cmd: &str, shard: &Shard) -> String {
     if !shard.cfg.four_letter_words.allows(cmd) {
         return format!("{cmd} is not executed because it is not in the whitelist.\n");
     }
+    let needs_server =
+        matches!(cmd, "srvr" | "stat" | "mntr" | "cons" | "conf" | "wchs" | "wchc" | "wchp" | "dump" | "crst" | "srst");
+    if !shard.shared.serving() {
+        if needs_server {
+            return format!("{NOT_SERVING}\n");
+        }
+        if cmd == "isro" {
+            return "null".into();
+        }
+    }
     match cmd {
         "wchc" | "wchp" => {
             let Some(list) = watch_listing(shard).await else {
@@ -162,13 +172,30 @@ fn totals(shard: &Shard) -> Totals {
     }
 }
 
+/// ZooKeeper's answer from a server that is not serving (no quorum, or still syncing).
+pub const NOT_SERVING: &str = "This ZooKeeper instance is not currently serving requests";
+
+/// The `Mode:` of `srvr` and `zk_server_state` of `mntr`.
+fn mode(shard: &Shard) -> &'static str {
+    use crate::zab::msg::PeerState;
+    if shard.cfg.servers.len() <= 1 {
+        return "standalone";
+    }
+    match shard.shared.status().map(|s| s.state) {
+        Some(PeerState::Leading) => "leader",
+        Some(PeerState::Following) => "follower",
+        Some(PeerState::Observing) => "observer",
+        _ => "looking",
+    }
+}
+
 fn server_lines(shard: &Shard) -> String {
     let t = totals(shard);
     let tree = shard.tree();
     format!(
         concat!(
             "Latency min/avg/max: {}/{}/{}\nReceived: {}\nSent: {}\nConnections: {}\nOutstanding: {}\n",
-            "Zxid: 0x{:x}\nMode: standalone\nNode count: {}\n"
+            "Zxid: 0x{:x}\nMode: {}\nNode count: {}\n"
         ),
         t.min_ms,
         java_double(t.avg_ms),
@@ -178,6 +205,7 @@ fn server_lines(shard: &Shard) -> String {
         t.connections,
         t.outstanding,
         tree.last_zxid(),
+        mode(shard),
         tree.node_count() + 1,
     )
 }
@@ -246,7 +274,7 @@ fn mntr(shard: &Shard) -> String {
         let _ = writeln!(s, "zk_{k}\t{v}");
     };
     kv("version", VERSION.into());
-    kv("server_state", "standalone".into());
+    kv("server_state", mode(shard).into());
     kv("avg_latency", java_double(t.avg_ms));
     kv("max_latency", t.max_ms.to_string());
     kv("min_latency", t.min_ms.to_string());
@@ -273,6 +301,17 @@ fn mntr(shard: &Shard) -> String {
     let recent = sh.log_write_worst_recent.lock().unwrap().get(std::time::Instant::now());
     kv("log_write_max_recent_us", recent.to_string());
     kv("log_slow_writes", sh.log_slow_writes.load(Ordering::Relaxed).to_string());
+    if let Some(z) = sh.status() {
+        if mode(shard) == "leader" {
+            kv("learners", z.learners.to_string());
+            kv("followers", z.learners.to_string());
+            kv("synced_followers", z.synced_voters.to_string());
+            kv("pending_syncs", z.pending_syncs.to_string());
+            kv("uncommitted_bytes", z.uncommitted_bytes.to_string());
+        }
+        kv("current_epoch", z.epoch.to_string());
+        kv("commit_zxid", format!("0x{:x}", z.commit));
+    }
     s
 }
 

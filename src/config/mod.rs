@@ -25,6 +25,56 @@ impl Whitelist {
     }
 }
 
+/// One `server.N` line: `host:quorumPort:electionPort[:participant|:observer][;[clientAddr:]clientPort]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub id: u32,
+    pub quorum: std::net::SocketAddr,
+    pub election: std::net::SocketAddr,
+    pub observer: bool,
+    pub client: Option<std::net::SocketAddr>,
+}
+
+fn resolve(host: &str, port: &str, line: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::ToSocketAddrs;
+    let port: u16 = port.trim().parse().map_err(|_| format!("bad port {port:?} in {line:?}"))?;
+    let host = host.trim().trim_start_matches('[').trim_end_matches(']');
+    (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host:?} in {line:?}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host:?} in {line:?} has no address"))
+}
+
+impl ServerSpec {
+    pub fn parse(id: u32, spec: &str) -> Result<ServerSpec, String> {
+        let line = format!("server.{id}={spec}");
+        let (main, client) = match spec.split_once(';') {
+            Some((m, c)) => (m.trim(), Some(c.trim())),
+            None => (spec.trim(), None),
+        };
+        let parts: Vec<&str> = main.split(':').collect();
+        let (host, q, e, role) = match parts.as_slice() {
+            [h, q, e] => (*h, *q, *e, None),
+            [h, q, e, r] => (*h, *q, *e, Some(*r)),
+            _ => return Err(format!("expected host:quorumPort:electionPort[:role] in {line:?}")),
+        };
+        let observer = match role.map(str::trim) {
+            None | Some("participant") => false,
+            Some("observer") => true,
+            Some(r) => return Err(format!("unknown role {r:?} in {line:?} (participant or observer)")),
+        };
+        let client = match client {
+            None | Some("") => None,
+            Some(c) => Some(match c.rsplit_once(':') {
+                Some((a, p)) => resolve(a, p, &line)?,
+                None => resolve("0.0.0.0", c, &line)?,
+            }),
+        };
+        Ok(ServerSpec { id, quorum: resolve(host, q, &line)?, election: resolve(host, e, &line)?, observer, client })
+    }
+}
+
 /// All settings of one corezk node.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -46,8 +96,19 @@ pub struct Config {
     pub container_check_interval_ms: u64,
     pub container_max_per_minute: u32,
     pub super_digest: Option<String>,
-    /// `server.N` lines: (id, spec). Ensembles come later; standalone ignores them with a warning.
+    /// `server.N` lines: (id, spec).
     pub servers: Vec<(u32, String)>,
+    /// This server's id (`myid`: the dataDir's myid file, or the key).
+    pub myid: Option<u32>,
+    /// `peerType=observer`.
+    pub peer_type_observer: bool,
+    /// A secret every server of the ensemble shares (`peerSecret`, or `peerSecretFile`): peers
+    /// prove it when they connect.
+    pub peer_secret: Option<String>,
+    /// `quorumListenOnAllIPs`: bind the quorum and election ports on every address.
+    pub quorum_listen_on_all_ips: bool,
+    /// The leader starts a new epoch past this zxid counter (ZooKeeper: near 2^32).
+    pub zxid_counter_max: u32,
     /// Number of shards (executors); `None` = one per CPU in the affinity mask.
     pub cores: Option<usize>,
     /// Requests one connection may have in flight before the server stops reading from it.
@@ -94,6 +155,11 @@ impl Default for Config {
             container_max_per_minute: 10_000,
             super_digest: None,
             servers: Vec::new(),
+            myid: None,
+            peer_type_observer: false,
+            peer_secret: None,
+            quorum_listen_on_all_ips: false,
+            zxid_counter_max: 0xffff_fff0,
             cores: None,
             max_outstanding_per_session: 1000,
             max_batch: 1000,
@@ -122,9 +188,7 @@ const IGNORED_ZK_KEYS: &[&str] = &[
     "globalOutstandingLimit",
     "secureClientPort",
     "secureClientPortAddress",
-    "quorumListenOnAllIPs",
     "electionAlg",
-    "peerType",
     "syncEnabled",
     "leaderServes",
     "cnxTimeout",
@@ -237,6 +301,31 @@ impl Config {
             "maxBatch" => self.max_batch = num::<usize>(key, v)?.max(1),
             "maxBatchBytes" => self.max_batch_bytes = num::<usize>(key, v)?.max(1 << 16),
             "maxQueuedBytesPerConnection" => self.max_queued_bytes_per_connection = num::<usize>(key, v)?.max(1 << 20),
+            "myid" => self.myid = Some(num(key, v)?),
+            "peerType" => {
+                self.peer_type_observer = match v {
+                    "observer" => true,
+                    "participant" => false,
+                    _ => return Err(format!("invalid value for {key}: {v:?} (participant or observer)")),
+                }
+            }
+            "peerSecret" => {
+                if v.is_empty() {
+                    return Err(format!("invalid value for {key}: empty"));
+                }
+                self.peer_secret = Some(v.to_string());
+            }
+            "peerSecretFile" => {
+                let text = std::fs::read_to_string(v).map_err(|e| format!("cannot read {key} {v}: {e}"))?;
+                self.set("peerSecret", text.trim())?;
+            }
+            "quorumListenOnAllIPs" => self.quorum_listen_on_all_ips = boolean(key, v)?,
+            "zxidCounterMax" => {
+                self.zxid_counter_max = num(key, v)?;
+                if self.zxid_counter_max < 2 {
+                    return Err(format!("invalid value for {key}: must be >= 2"));
+                }
+            }
             _ if k.starts_with("server.") => {
                 let id: u32 = num(key, &k["server.".len()..])?;
                 self.servers.push((id, v.to_string()));
@@ -262,6 +351,20 @@ impl Config {
             self.set(k, v).map_err(|e| format!("line {}: {e}", n + 1))?;
         }
         Ok(())
+    }
+
+    /// The ensemble's servers, parsed and checked (empty: standalone).
+    pub fn ensemble(&self) -> Result<Vec<ServerSpec>, String> {
+        let mut v = Vec::new();
+        for (id, spec) in &self.servers {
+            let s = ServerSpec::parse(*id, spec)?;
+            if v.iter().any(|o: &ServerSpec| o.id == s.id) {
+                return Err(format!("server.{id} is given twice"));
+            }
+            v.push(s);
+        }
+        v.sort_by_key(|s| s.id);
+        Ok(v)
     }
 
     /// The session timeout bounds: 2x and 20x tickTime unless set.

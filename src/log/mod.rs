@@ -7,13 +7,13 @@
 
 pub mod writer;
 
+use crate::node::recovery::Recovered;
 use crate::record;
 use crate::snapshot;
-use crate::tree::Tree;
-use crate::txn::TxnBody;
-use std::collections::BTreeMap;
+use crate::zab::{self, Batch};
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub const LOG_PREFIX: &str = "log.";
 pub const SNAP_PREFIX: &str = "snapshot.";
@@ -85,23 +85,11 @@ pub fn write_durably(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-/// What recovery found.
-pub struct Recovered {
-    pub tree: Tree,
-    /// Open sessions: (id, timeout ms).
-    pub sessions: Vec<(i64, i32)>,
-    pub next_session_id: i64,
-    /// Zxid of the snapshot the state was built from (0: none).
-    pub snapshot_zxid: i64,
-    /// Transactions replayed from the log.
-    pub replayed: u64,
-    /// Operator-facing lines about what was found, discarded or skipped.
-    pub notes: Vec<String>,
-}
-
-/// Rebuilds the state from the newest valid snapshot plus the log records after it. A torn
-/// last record is cut off (noted); corruption anywhere else is an error naming file and offset.
-pub fn recover(dirs: &Dirs) -> Result<Recovered, String> {
+/// Rebuilds the state from the newest valid snapshot plus the log records after it, up to the
+/// last zxid known committed (`node::recovery::rebuild`). A torn last record is cut off (noted);
+/// corruption anywhere else is an error naming file and offset. `secret` derives passwords of
+/// sessions that version 1 records created. `history_bytes`: applied records kept for DIFF.
+pub fn recover(dirs: &Dirs, secret: &[u8; 16], history_bytes: usize) -> Result<Recovered, String> {
     let mut notes = Vec::new();
     let snaps = list(&dirs.data, SNAP_PREFIX);
     let mut base: Option<snapshot::SnapshotData> = None;
@@ -120,17 +108,10 @@ pub fn recover(dirs: &Dirs) -> Result<Recovered, String> {
             }
         }
     }
-    let (mut tree, mut sessions, mut next_session_id, snapshot_zxid) = match base {
-        Some(s) => {
-            let sessions: BTreeMap<i64, i32> = s.sessions.iter().map(|&(id, to, _)| (id, to)).collect();
-            let z = s.zxid;
-            (s.tree, sessions, s.next_session_id, z)
-        }
-        None => (Tree::new(), BTreeMap::new(), 0, 0),
-    };
+    let snapshot_zxid = base.as_ref().map_or(0, |s| s.zxid);
     let logs = list(&dirs.log, LOG_PREFIX);
     if snapshot_zxid == 0 && !bad_snaps.is_empty() {
-        let starts_at_one = logs.first().is_some_and(|(z, _)| *z <= 1);
+        let starts_at_one = logs.first().is_some_and(|(z, _)| *z & 0xffff_ffff <= 1);
         if !starts_at_one {
             return Err(format!(
                 "no valid snapshot and the log does not reach back to the start: {}",
@@ -138,44 +119,31 @@ pub fn recover(dirs: &Dirs) -> Result<Recovered, String> {
             ));
         }
     }
-    let mut replayed = 0u64;
-    let (mut triggers, mut stats) = (Vec::new(), Vec::new());
+    // Every record after the snapshot, in order, checked for gaps.
+    let mut after: Vec<(Arc<Batch>, record::Decoded)> = Vec::new();
+    let mut last = snapshot_zxid;
     for (i, (_, p)) in logs.iter().enumerate() {
         let bytes = std::fs::read(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
         let scan = record::scan(&bytes).map_err(|c| {
             format!("{}: corrupt log record at offset {} ({}); refusing to start", p.display(), c.offset, c.reason)
         })?;
-        for rec in &scan.records {
-            if rec.last_zxid <= tree.last_zxid() {
+        let mut off = 0;
+        for rec in scan.records {
+            let raw = bytes::Bytes::copy_from_slice(&bytes[off..off + rec.len]);
+            off += rec.len;
+            if rec.last_zxid <= last {
                 continue;
             }
-            for txn in &rec.txns {
-                if txn.zxid <= tree.last_zxid() {
-                    continue;
-                }
-                if txn.zxid != tree.last_zxid() + 1 {
-                    return Err(format!(
-                        "log gap: expected zxid 0x{:x} but {} continues at 0x{:x} (a log segment is missing?)",
-                        tree.last_zxid() + 1,
-                        p.display(),
-                        txn.zxid
-                    ));
-                }
-                match &txn.body {
-                    TxnBody::CreateSession { timeout } => {
-                        sessions.insert(txn.session, *timeout);
-                        next_session_id = next_session_id.max(txn.session.wrapping_add(1));
-                    }
-                    TxnBody::CloseSession => {
-                        sessions.remove(&txn.session);
-                    }
-                    _ => {}
-                }
-                tree.apply(txn, &mut triggers, &mut stats);
-                triggers.clear();
-                stats.clear();
-                replayed += 1;
+            if rec.first_zxid <= last || !zab::follows(last, rec.first_zxid) {
+                return Err(format!(
+                    "log gap: the history ends at zxid 0x{last:x} but {} continues at 0x{:x} (a log segment is \
+                     missing?)",
+                    p.display(),
+                    rec.first_zxid
+                ));
             }
+            last = rec.last_zxid;
+            after.push((Arc::new(Batch { first: rec.first_zxid, last: rec.last_zxid, bytes: raw }), rec));
         }
         if let Some(t) = &scan.torn {
             if i + 1 != logs.len() {
@@ -197,11 +165,47 @@ pub fn recover(dirs: &Dirs) -> Result<Recovered, String> {
             f.set_len(scan.end as u64).and_then(|_| f.sync_all()).map_err(|e| format!("{}: {e}", p.display()))?;
         }
     }
-    if snapshot_zxid > 0 && tree.last_zxid() == snapshot_zxid && logs.is_empty() {
+    if snapshot_zxid > 0 && after.is_empty() && logs.is_empty() {
         notes.push("no log segments after the snapshot".into());
     }
-    Ok(Recovered { tree, sessions: sessions.into_iter().collect(), next_session_id, snapshot_zxid, replayed, notes })
+    let mut r = crate::node::recovery::rebuild(base, after, secret, history_bytes);
+    notes.append(&mut r.notes);
+    r.notes = notes;
+    Ok(r)
 }
+
+/// The durable ZAB epochs: (accepted epoch, the leader it was accepted from, current epoch).
+pub fn load_epochs(data: &Path) -> Result<Option<(u32, u32, u32)>, String> {
+    let p = data.join(EPOCHS_FILE);
+    let text = match std::fs::read_to_string(&p) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read {}: {e}", p.display())),
+    };
+    let mut v = [None, None, None];
+    for line in text.lines() {
+        let (k, val) = line.split_once('=').ok_or_else(|| format!("{}: bad line {line:?}", p.display()))?;
+        let n: u32 = val.trim().parse().map_err(|_| format!("{}: bad value in {line:?}", p.display()))?;
+        match k.trim() {
+            "acceptedEpoch" => v[0] = Some(n),
+            "acceptedLeader" => v[1] = Some(n),
+            "currentEpoch" => v[2] = Some(n),
+            _ => return Err(format!("{}: unknown key in {line:?}", p.display())),
+        }
+    }
+    match v {
+        [Some(a), Some(l), Some(c)] if c <= a => Ok(Some((a, l, c))),
+        _ => Err(format!("{} is incomplete or inconsistent: {text:?}", p.display())),
+    }
+}
+
+/// Writes the epochs durably (atomic replace).
+pub fn store_epochs(data: &Path, accepted: u32, leader: u32, current: u32) -> std::io::Result<()> {
+    let text = format!("acceptedEpoch={accepted}\nacceptedLeader={leader}\ncurrentEpoch={current}\n");
+    write_durably(&data.join(EPOCHS_FILE), text.as_bytes())
+}
+
+pub const EPOCHS_FILE: &str = "corezk.epochs";
 
 /// Writes a snapshot file and purges what the retention setting no longer needs. Runs on a
 /// background thread; errors are reported, never fatal (the log still holds everything).

@@ -1,5 +1,6 @@
 //! The log writer: a thread of its own that appends records to preallocated segment files and
-//! makes each durable (write + fdatasync) before it answers.
+//! makes each durable (write + fdatasync) before it answers; it also truncates the log, installs
+//! a leader's snapshot in place of the whole log, and stores the ZAB epochs, in the order asked.
 //!
 //! Owns segment files, preallocation, the write and sync of each record and their timing.
 //! Never runs on a shard's executor and never leaves the completion of a write to kernel work
@@ -16,14 +17,28 @@ use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// What one append asks of the writer thread. At most one is in flight: the commit core waits
-/// for each before it sends the next (group commit gathers the next batch meanwhile).
+/// One durable operation for the writer thread. At most a few are in flight: the commit core
+/// waits for each before it sends the next (group commit gathers the next appends meanwhile).
+#[derive(Clone)]
+pub enum Op {
+    /// Append records (whole blocks, back to back); `roll`: start a new segment first.
+    Append { records: Vec<u8>, first_zxid: i64, roll: bool },
+    /// Drop every record after `after`.
+    Truncate { after: i64 },
+    /// Replace the whole history by this snapshot (a leader's committed state).
+    Snapshot { zxid: i64, bytes: bytes::Bytes },
+    /// Store the ZAB epochs.
+    Epochs { accepted: u32, leader: u32, current: u32 },
+}
+
 struct Job {
-    block: Block,
-    first_zxid: i64,
-    /// Start a new segment before this record (after a snapshot, so old ones can be purged).
-    roll: bool,
+    op: Work,
     done: oneshot::Sender<io::Result<Duration>>,
+}
+
+enum Work {
+    Append { block: Block, first_zxid: i64, roll: bool },
+    Other(Op),
 }
 
 /// Jobs queued to the writer thread at most (one in flight, one spare).
@@ -71,32 +86,50 @@ pub struct LogThread {
 
 impl LogThread {
     /// Starts the writer thread. It inherits the calling thread's CPU affinity: start it from a
-    /// thread that is not pinned to a shard's CPU.
-    pub fn start(dir: PathBuf, segment_bytes: u64, force_sync: bool) -> io::Result<LogThread> {
+    /// thread that is not pinned to a shard's CPU. `dirs`: the data directory (snapshots,
+    /// epochs) and the log directory.
+    pub fn start(dirs: super::Dirs, segment_bytes: u64, force_sync: bool) -> io::Result<LogThread> {
         let (tx, rx) = crossbeam::channel::bounded::<Job>(JOBS_MAX);
-        let mut segments = Segments::new(dir, segment_bytes, force_sync);
+        let mut segments = Segments::new(dirs.log.clone(), segment_bytes, force_sync);
         let thread = std::thread::Builder::new().name("log-writer".into()).spawn(move || {
             while let Ok(job) = rx.recv() {
                 let t0 = Instant::now();
-                let r = segments.append(job.block.bytes(), job.first_zxid, job.roll).map(|()| t0.elapsed());
-                job.done.send(r);
+                let r = match job.op {
+                    Work::Append { block, first_zxid, roll } => segments.append(block.bytes(), first_zxid, roll),
+                    Work::Other(Op::Truncate { after }) => segments.truncate(after),
+                    Work::Other(Op::Snapshot { zxid, bytes }) => segments.replace_by_snapshot(&dirs, zxid, &bytes),
+                    Work::Other(Op::Epochs { accepted, leader, current }) => {
+                        super::store_epochs(&dirs.data, accepted, leader, current)
+                    }
+                    Work::Other(Op::Append { .. }) => unreachable!("appends travel as blocks"),
+                };
+                job.done.send(r.map(|()| t0.elapsed()));
             }
         })?;
         Ok(LogThread { jobs: Some(tx), thread: Some(thread) })
     }
 
-    /// Queues one record (whole blocks) and returns the future of its durability: the time the
-    /// write and sync took, or the error. `roll`: start a new segment first.
-    pub fn append(&self, rec: &[u8], first_zxid: i64, roll: bool) -> oneshot::Receiver<io::Result<Duration>> {
+    /// Queues one operation and returns the future of its durability: the time it took, or the
+    /// error.
+    pub fn submit(&self, op: &Op) -> oneshot::Receiver<io::Result<Duration>> {
         let (done, result) = oneshot::channel();
-        let job = Job { block: Block::copy_of(rec), first_zxid, roll, done };
+        let op = match op {
+            Op::Append { records, first_zxid, roll } => {
+                Work::Append { block: Block::copy_of(records), first_zxid: *first_zxid, roll: *roll }
+            }
+            other => Work::Other(other.clone()),
+        };
         let jobs = self.jobs.as_ref().expect("the writer is running");
-        // Never blocks: the caller waits for each append before the next, so the queue has room.
-        if let Err(e) = jobs.try_send(job) {
-            let job = e.into_inner();
-            job.done.send(Err(io::Error::other("the log writer thread is gone or its queue is full")));
+        // Never blocks: the caller waits for each operation before the next, so there is room.
+        if let Err(e) = jobs.try_send(Job { op, done }) {
+            e.into_inner().done.send(Err(io::Error::other("the log writer thread is gone or its queue is full")));
         }
         result
+    }
+
+    /// Queues one append of whole-block records (see `submit`).
+    pub fn append(&self, rec: &[u8], first_zxid: i64, roll: bool) -> oneshot::Receiver<io::Result<Duration>> {
+        self.submit(&Op::Append { records: rec.to_vec(), first_zxid, roll })
     }
 }
 
@@ -141,6 +174,54 @@ impl Segments {
         self.file = Some(f);
         self.offset = 0;
         Ok(())
+    }
+
+    /// Drops every record after `after`: cuts the segment holding the first later record at its
+    /// offset and deletes the segments after it. The next append opens a new segment.
+    fn truncate(&mut self, after: i64) -> io::Result<()> {
+        self.file = None;
+        for (_, path) in super::list(&self.dir, super::LOG_PREFIX).into_iter().rev() {
+            let bytes = std::fs::read(&path)?;
+            let scan = record::scan(&bytes).map_err(|c| io::Error::other(c.to_string()))?;
+            let mut off = 0u64;
+            let mut cut = None;
+            for r in &scan.records {
+                if r.last_zxid > after {
+                    cut = Some(off);
+                    break;
+                }
+                off += r.len as u64;
+            }
+            match cut {
+                None => break,
+                Some(0) => std::fs::remove_file(&path)?,
+                Some(at) => {
+                    let f = std::fs::OpenOptions::new().write(true).open(&path)?;
+                    f.set_len(at)?;
+                    f.sync_all()?;
+                    break;
+                }
+            }
+        }
+        super::sync_dir(&self.dir)
+    }
+
+    /// Installs a leader's snapshot: written durably, then every log segment (older records are
+    /// in it, later ones are the leader's to send again) and every snapshot past it removed.
+    fn replace_by_snapshot(&mut self, dirs: &super::Dirs, zxid: i64, bytes: &[u8]) -> io::Result<()> {
+        self.file = None;
+        let path = dirs.data.join(super::file_name(super::SNAP_PREFIX, zxid));
+        super::write_durably(&path, bytes)?;
+        for (z, p) in super::list(&dirs.data, super::SNAP_PREFIX) {
+            if z > zxid {
+                std::fs::remove_file(p)?;
+            }
+        }
+        for (_, p) in super::list(&self.dir, super::LOG_PREFIX) {
+            std::fs::remove_file(p)?;
+        }
+        super::sync_dir(&self.dir)?;
+        super::sync_dir(&dirs.data)
     }
 
     fn append(&mut self, rec: &[u8], first_zxid: i64, roll: bool) -> io::Result<()> {

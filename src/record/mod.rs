@@ -8,16 +8,19 @@
 //! ```text
 //! offset size field
 //!   0     4   magic        b"CZKR"
-//!   4     2   version      VERSION (1); bumped on any change to the header or the payload schema
-//!   6     2   flags        0 in version 1 (a reader rejects unknown bits)
+//!   4     2   version      VERSION (2); bumped on any change to the header or the payload schema
+//!   6     2   flags        0 (a reader rejects unknown bits)
 //!   8     4   payload_len  bytes of rkyv archive after the header (excluding padding)
 //!  12     4   payload_crc  CRC32C of the payload
-//!  16     8   first_zxid   zxid of the first transaction
+//!  16     8   first_zxid   zxid of the first transaction (a batch without transactions, never
+//!                          logged, has first_zxid = last_zxid + 1: its place in the history)
 //!  24     8   last_zxid    zxid of the last transaction
 //!  32     4   txn_count    number of transactions
-//!  36    24   reserved     zero
+//!  36     8   commit       version 2: every zxid up to this was committed when the batch was made
+//!  44     4   answer_count version 2: client replies carried (for the nodes that took the requests)
+//!  48    12   reserved     zero
 //!  60     4   header_crc   CRC32C of bytes 0..60
-//!  64     …   payload      rkyv archive of `schema::RBatch` (root at its end)
+//!  64     …   payload      rkyv archive of `schema::RBatch2` (version 1: `schema::RBatch`)
 //!   …     …   padding      zeros up to the next multiple of BLOCK
 //! ```
 //!
@@ -31,9 +34,11 @@
 mod schema;
 pub(crate) mod text;
 
-pub use schema::{op_from_archived, txn_from_archived, ArchivedRBatch, ArchivedRBody, ArchivedROp, ArchivedRTxn};
+pub use schema::{
+    op_from_archived, txn_from_archived, ArchivedRBatch, ArchivedRBatch2, ArchivedRBody, ArchivedROp, ArchivedRTxn,
+};
 
-use crate::txn::{Txn, TxnBody, TxnOp};
+use crate::txn::{Answer, Txn, TxnBody, TxnOp};
 use rkyv::rancor;
 use std::fmt;
 use std::fmt::Write as _;
@@ -45,7 +50,7 @@ pub const HEADER: usize = 64;
 /// Record magic.
 pub const MAGIC: [u8; 4] = *b"CZKR";
 /// Current record format version.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Alignment the rkyv payload is read at (the archive needs 8; rkyv's AlignedVec gives 16).
 const PAYLOAD_ALIGN: usize = 16;
 
@@ -59,6 +64,8 @@ pub struct Header {
     pub first_zxid: i64,
     pub last_zxid: i64,
     pub txn_count: u32,
+    pub commit: i64,
+    pub answer_count: u32,
 }
 
 impl Header {
@@ -77,6 +84,8 @@ impl Header {
         out[16..24].copy_from_slice(&self.first_zxid.to_le_bytes());
         out[24..32].copy_from_slice(&self.last_zxid.to_le_bytes());
         out[32..36].copy_from_slice(&self.txn_count.to_le_bytes());
+        out[36..44].copy_from_slice(&self.commit.to_le_bytes());
+        out[44..48].copy_from_slice(&self.answer_count.to_le_bytes());
         let crc = crc32c::crc32c(&out[..60]);
         out[60..64].copy_from_slice(&crc.to_le_bytes());
     }
@@ -88,6 +97,9 @@ pub struct Decoded {
     pub first_zxid: i64,
     pub last_zxid: i64,
     pub txns: Vec<Txn>,
+    pub answers: Vec<Answer>,
+    /// Every zxid up to this was committed when the batch was made (0 in version 1).
+    pub commit: i64,
     /// Bytes the record occupies, padding included (a multiple of BLOCK).
     pub len: usize,
 }
@@ -125,7 +137,7 @@ impl fmt::Display for RecordError {
             RecordError::Empty => write!(f, "empty (all-zero) record header"),
             RecordError::BadMagic { found } => write!(f, "bad record magic {found:02x?} (expected \"CZKR\")"),
             RecordError::UnsupportedVersion { version, flags } => {
-                write!(f, "unsupported record version {version} flags {flags:#x} (this build reads version {VERSION})")
+                write!(f, "unsupported record version {version} flags {flags:#x} (this build reads 1 and {VERSION})")
             }
             RecordError::Truncated { needed, available } => {
                 write!(f, "truncated record: needs {needed} bytes, {available} available")
@@ -222,21 +234,40 @@ fn txn_size(t: &Txn) -> usize {
     }
 }
 
-/// Encodes a batch as one record. The length is a multiple of `BLOCK`; the payload starts at
-/// offset `HEADER` (64), so a copy placed at a 16-aligned address (any DMA buffer) can be read
-/// in place with `access`. The returned `Vec`'s own start has only the allocator's alignment.
-///
-/// `Barrier` transactions consume no zxid and are skipped; a batch with nothing else encodes to
-/// an empty `Vec` (nothing to write). Panics if the zxids of the logged transactions do not
-/// strictly rise (a sequencer bug), or if the batch exceeds 4 GiB.
+/// Encodes a batch of transactions alone as one record (see `encode_batch`).
 pub fn encode(txns: &[Txn]) -> Vec<u8> {
-    let batch = schema::RBatch { txns: txns.iter().filter_map(schema::to_mirror).collect() };
-    let (Some(first), Some(last)) = (batch.txns.first(), batch.txns.last()) else {
-        return Vec::new();
+    let at = txns.iter().find(|t| t.consumes_zxid()).map_or(0, |t| t.zxid - 1);
+    encode_batch(txns, &[], at, 0)
+}
+
+/// Encodes a batch as one record: its transactions, the answers to the requests it settles,
+/// and the commit point it was made at. The length is a multiple of `BLOCK`; the payload
+/// starts at offset `HEADER` (64), so a copy placed at a 16-aligned address (any DMA buffer)
+/// can be read in place with `access`. The returned `Vec`'s own start has only the
+/// allocator's alignment.
+///
+/// `Barrier` transactions consume no zxid and are skipped; a batch with neither transactions
+/// nor answers encodes to an empty `Vec` (nothing to write). A batch with answers only sits
+/// after zxid `at`. Panics if the zxids do not strictly rise (a sequencer bug), or if the batch
+/// exceeds 4 GiB.
+pub fn encode_batch(txns: &[Txn], answers: &[Answer], at: i64, commit: i64) -> Vec<u8> {
+    let batch = schema::RBatch2 {
+        txns: txns.iter().filter_map(schema::to_mirror).collect(),
+        passwords: schema::passwords_of(txns),
+        answers: answers.iter().map(schema::answer_to_mirror).collect(),
     };
+    if batch.txns.is_empty() && batch.answers.is_empty() {
+        return Vec::new();
+    }
     assert!(batch.txns.windows(2).all(|w| w[0].zxid < w[1].zxid), "record zxids must strictly rise");
-    let (first_zxid, last_zxid) = (first.zxid, last.zxid);
-    let estimate = HEADER + 64 + txns.iter().map(txn_size).sum::<usize>();
+    let (first_zxid, last_zxid) = match (batch.txns.first(), batch.txns.last()) {
+        (Some(f), Some(l)) => (f.zxid, l.zxid),
+        _ => (at + 1, at),
+    };
+    let estimate = HEADER
+        + 64
+        + txns.iter().map(txn_size).sum::<usize>()
+        + answers.iter().map(|a| 48 + a.frame.len()).sum::<usize>();
     let mut buf = Vec::with_capacity(padded(estimate));
     buf.resize(HEADER, 0);
     // Positions are relative to the Vec's start; HEADER is a multiple of every alignment the
@@ -252,6 +283,8 @@ pub fn encode(txns: &[Txn]) -> Vec<u8> {
         first_zxid,
         last_zxid,
         txn_count: batch.txns.len() as u32,
+        commit,
+        answer_count: batch.answers.len() as u32,
     };
     header.write(&mut buf);
     buf.resize(padded(buf.len()), 0);
@@ -282,7 +315,7 @@ pub fn header(buf: &[u8]) -> Result<Header, RecordError> {
         return Err(RecordError::BadMagic { found: head[0..4].try_into().expect("4 bytes") });
     }
     let (version, flags) = (le_u16(head, 4), le_u16(head, 6));
-    if version != VERSION || flags != 0 {
+    if !(1..=VERSION).contains(&version) || flags != 0 {
         return Err(RecordError::UnsupportedVersion { version, flags });
     }
     let stored = le_u32(head, 60);
@@ -298,11 +331,20 @@ pub fn header(buf: &[u8]) -> Result<Header, RecordError> {
         first_zxid: le_i64(head, 16),
         last_zxid: le_i64(head, 24),
         txn_count: le_u32(head, 32),
+        commit: if version >= 2 { le_i64(head, 36) } else { 0 },
+        answer_count: if version >= 2 { le_u32(head, 44) } else { 0 },
     };
-    if h.payload_len == 0 || h.txn_count == 0 {
+    if h.payload_len == 0 || h.txn_count + h.answer_count.min(1) == 0 {
         return Err(RecordError::BadPayload(format!(
-            "header claims {} payload bytes and {} transactions",
-            h.payload_len, h.txn_count
+            "header claims {} payload bytes, {} transactions and {} answers",
+            h.payload_len, h.txn_count, h.answer_count
+        )));
+    }
+    let zxids_ok = if h.txn_count == 0 { h.first_zxid == h.last_zxid + 1 } else { h.first_zxid <= h.last_zxid };
+    if !zxids_ok {
+        return Err(RecordError::BadPayload(format!(
+            "header zxids {:#x}..{:#x} for {} transactions",
+            h.first_zxid, h.last_zxid, h.txn_count
         )));
     }
     if h.record_len() > buf.len() {
@@ -322,11 +364,41 @@ fn checked_payload(buf: &[u8]) -> Result<(Header, &[u8]), RecordError> {
     Ok((h, payload))
 }
 
+/// A validated payload of either version.
+pub enum Payload<'a> {
+    V1(&'a ArchivedRBatch),
+    V2(&'a ArchivedRBatch2),
+}
+
+impl<'a> Payload<'a> {
+    pub fn txns(&self) -> &'a rkyv::vec::ArchivedVec<ArchivedRTxn> {
+        match self {
+            Payload::V1(b) => &b.txns,
+            Payload::V2(b) => &b.txns,
+        }
+    }
+}
+
 /// rkyv validation of aligned payload bytes, then agreement with the header.
-fn validate<'a>(h: &Header, payload: &'a [u8]) -> Result<&'a ArchivedRBatch, RecordError> {
-    let batch = rkyv::access::<ArchivedRBatch, rancor::Error>(payload)
-        .map_err(|e| RecordError::BadPayload(format!("archive validation failed: {e}")))?;
-    let txns = &batch.txns;
+fn validate<'a>(h: &Header, payload: &'a [u8]) -> Result<Payload<'a>, RecordError> {
+    let bad = |e: rancor::Error| RecordError::BadPayload(format!("archive validation failed: {e}"));
+    let batch = if h.version == 1 {
+        Payload::V1(rkyv::access::<ArchivedRBatch, rancor::Error>(payload).map_err(bad)?)
+    } else {
+        let b = rkyv::access::<ArchivedRBatch2, rancor::Error>(payload).map_err(bad)?;
+        if b.answers.len() != h.answer_count as usize {
+            return Err(RecordError::BadPayload(format!(
+                "header says {} answers, payload holds {}",
+                h.answer_count,
+                b.answers.len()
+            )));
+        }
+        if let Some(a) = b.answers.iter().find(|a| a.kind > 3) {
+            return Err(RecordError::BadPayload(format!("unknown answer kind {}", a.kind)));
+        }
+        Payload::V2(b)
+    };
+    let txns = batch.txns();
     if txns.len() != h.txn_count as usize {
         return Err(RecordError::BadPayload(format!(
             "header says {} transactions, payload holds {}",
@@ -334,13 +406,14 @@ fn validate<'a>(h: &Header, payload: &'a [u8]) -> Result<&'a ArchivedRBatch, Rec
             txns.len()
         )));
     }
-    let first = txns.first().map(|t| t.zxid.to_native());
-    let last = txns.last().map(|t| t.zxid.to_native());
-    if first != Some(h.first_zxid) || last != Some(h.last_zxid) {
-        return Err(RecordError::BadPayload(format!(
-            "header zxids {:#x}..{:#x} disagree with payload {first:x?}..{last:x?}",
-            h.first_zxid, h.last_zxid
-        )));
+    if let (Some(first), Some(last)) = (txns.first(), txns.last()) {
+        let (first, last) = (first.zxid.to_native(), last.zxid.to_native());
+        if first != h.first_zxid || last != h.last_zxid {
+            return Err(RecordError::BadPayload(format!(
+                "header zxids {:#x}..{:#x} disagree with payload {first:#x}..{last:#x}",
+                h.first_zxid, h.last_zxid
+            )));
+        }
     }
     if let Some(w) = txns.iter().zip(txns.iter().skip(1)).find(|(a, b)| a.zxid.to_native() >= b.zxid.to_native()) {
         return Err(RecordError::BadPayload(format!(
@@ -357,14 +430,28 @@ fn is_aligned(b: &[u8]) -> bool {
 }
 
 /// Validates the record at the start of `buf` and returns its archived batch in place, without
-/// copying: for shards reading a batch buffer this process received. Fails with `Misaligned`
-/// unless the payload (at `buf + HEADER`) is 16-byte aligned in memory.
-pub fn access(buf: &[u8]) -> Result<(Header, &ArchivedRBatch), RecordError> {
+/// copying. Fails with `Misaligned` unless the payload (at `buf + HEADER`) is 16-byte aligned
+/// in memory.
+pub fn access(buf: &[u8]) -> Result<(Header, Payload<'_>), RecordError> {
     let (h, payload) = checked_payload(buf)?;
     if !is_aligned(payload) {
         return Err(RecordError::Misaligned);
     }
     Ok((h, validate(&h, payload)?))
+}
+
+/// Fully validates the record at the start of `buf` without building its transactions
+/// (checksums, archive, agreement with the header).
+pub fn verify(buf: &[u8]) -> Result<Header, RecordError> {
+    let (h, payload) = checked_payload(buf)?;
+    if is_aligned(payload) {
+        validate(&h, payload)?;
+    } else {
+        let mut v = rkyv::util::AlignedVec::<PAYLOAD_ALIGN>::with_capacity(payload.len());
+        v.extend_from_slice(payload);
+        validate(&h, &v)?;
+    }
+    Ok(h)
 }
 
 /// Decodes and fully validates the record at the start of `buf` (which may extend past it).
@@ -379,11 +466,22 @@ pub fn decode(buf: &[u8]) -> Result<Decoded, RecordError> {
         copy = v;
         &copy
     };
-    let batch = validate(&h, aligned)?;
+    let (txns, answers) = match validate(&h, aligned)? {
+        Payload::V1(b) => (b.txns.iter().map(|t| txn_from_archived(t, |_| [0; 16])).collect(), Vec::new()),
+        Payload::V2(b) => {
+            let passwd = |session: i64| {
+                b.passwords.iter().find(|p| p.session.to_native() == session).map_or([0; 16], |p| p.passwd)
+            };
+            let txns = b.txns.iter().map(|t| txn_from_archived(t, passwd)).collect();
+            (txns, b.answers.iter().filter_map(schema::answer_from_archived).collect())
+        }
+    };
     Ok(Decoded {
         first_zxid: h.first_zxid,
         last_zxid: h.last_zxid,
-        txns: batch.txns.iter().map(txn_from_archived).collect(),
+        txns,
+        answers,
+        commit: h.commit,
         len: h.record_len(),
     })
 }
@@ -457,7 +555,7 @@ pub fn describe(d: &Decoded) -> String {
     for t in &d.txns {
         let _ = write!(out, "{} session 0x{:x} zxid 0x{:x} ", text::iso_ms(t.time), t.session, t.zxid);
         let _ = match &t.body {
-            TxnBody::CreateSession { timeout } => write!(out, "createSession timeout {timeout}"),
+            TxnBody::CreateSession { timeout, .. } => write!(out, "createSession timeout {timeout}"),
             TxnBody::CloseSession => write!(out, "closeSession"),
             TxnBody::Ops { ops, multi: false } if ops.len() == 1 => {
                 describe_op(&mut out, &ops[0]);

@@ -7,7 +7,7 @@
 //! is a new record format version (`record::VERSION`).
 
 use crate::proto::{Acl, Id};
-use crate::txn::{Txn, TxnBody, TxnOp};
+use crate::txn::{Answer, AnswerKind, Origin, Txn, TxnBody, TxnOp};
 use bytes::Bytes;
 use rkyv::rancor::{Fallible, Source};
 use rkyv::ser::{Allocator, Writer};
@@ -123,11 +123,80 @@ pub struct RTxn {
     pub body: RBody,
 }
 
-/// The archived root of a record payload: the batch's transactions in zxid order.
+/// The archived root of a version 1 record payload: the batch's transactions in zxid order.
+/// Only read now (old logs); this build writes version 2.
+#[allow(dead_code)]
 #[derive(Archive, Serialize, Debug, Clone)]
 #[rkyv(derive(Debug))]
 pub struct RBatch {
     pub txns: Vec<RTxn>,
+}
+
+/// A new session's password (version 2; a version 1 record has none).
+#[derive(Archive, Serialize, Debug, Clone)]
+#[rkyv(derive(Debug))]
+pub struct RPasswd {
+    pub session: i64,
+    pub passwd: [u8; 16],
+}
+
+/// A client reply addressed to the node that took the request (version 2).
+#[derive(Archive, Serialize, Debug, Clone)]
+#[rkyv(derive(Debug))]
+pub struct RAnswer {
+    pub server: u32,
+    pub rid: u64,
+    /// 0 write, 1 write that closed its session, 2 connected, 3 refused.
+    pub kind: u8,
+    pub session: i64,
+    pub timeout: i32,
+    #[rkyv(with = AsBytes)]
+    pub frame: Bytes,
+}
+
+/// The archived root of a version 2 record payload.
+#[derive(Archive, Serialize, Debug, Clone)]
+#[rkyv(derive(Debug))]
+pub struct RBatch2 {
+    pub txns: Vec<RTxn>,
+    pub passwords: Vec<RPasswd>,
+    pub answers: Vec<RAnswer>,
+}
+
+pub fn answer_to_mirror(a: &Answer) -> RAnswer {
+    let (kind, session, timeout) = match a.kind {
+        AnswerKind::Write { close: false } => (0, 0, 0),
+        AnswerKind::Write { close: true } => (1, 0, 0),
+        AnswerKind::Connected { session, timeout } => (2, session, timeout),
+        AnswerKind::Refused => (3, 0, 0),
+    };
+    RAnswer { server: a.origin.server, rid: a.origin.rid, kind, session, timeout, frame: a.frame.clone() }
+}
+
+/// An owned answer from its validated archive; `None` for an unknown kind.
+pub fn answer_from_archived(a: &ArchivedRAnswer) -> Option<Answer> {
+    let kind = match a.kind {
+        0 => AnswerKind::Write { close: false },
+        1 => AnswerKind::Write { close: true },
+        2 => AnswerKind::Connected { session: a.session.to_native(), timeout: a.timeout.to_native() },
+        3 => AnswerKind::Refused,
+        _ => return None,
+    };
+    Some(Answer {
+        origin: Origin { server: a.server.to_native(), rid: a.rid.to_native() },
+        kind,
+        frame: Bytes::copy_from_slice(a.frame.as_slice()),
+    })
+}
+
+/// The password of each new session in `txns`.
+pub fn passwords_of(txns: &[Txn]) -> Vec<RPasswd> {
+    txns.iter()
+        .filter_map(|t| match t.body {
+            TxnBody::CreateSession { passwd, .. } => Some(RPasswd { session: t.session, passwd }),
+            _ => None,
+        })
+        .collect()
 }
 
 fn acls_to_mirror(acl: &[Acl]) -> Vec<RAcl> {
@@ -149,7 +218,7 @@ fn op_to_mirror(op: &TxnOp) -> ROp {
 /// The mirror of `txn`; `None` for a `Barrier` (it consumes no zxid and is never logged).
 pub fn to_mirror(txn: &Txn) -> Option<RTxn> {
     let body = match &txn.body {
-        TxnBody::CreateSession { timeout } => RBody::CreateSession { timeout: *timeout },
+        TxnBody::CreateSession { timeout, .. } => RBody::CreateSession { timeout: *timeout },
         TxnBody::CloseSession => RBody::CloseSession,
         TxnBody::Ops { ops, multi } => RBody::Ops { ops: ops.iter().map(op_to_mirror).collect(), multi: *multi },
         TxnBody::Error { code } => RBody::Error { code: *code },
@@ -198,10 +267,13 @@ pub fn op_from_archived(op: &ArchivedROp) -> TxnOp {
     }
 }
 
-/// An owned `Txn` from its validated archive.
-pub fn txn_from_archived(t: &ArchivedRTxn) -> Txn {
+/// An owned `Txn` from its validated archive. A new session's password comes from the
+/// record's password list (`passwd`); version 1 records have none (all zeros).
+pub fn txn_from_archived(t: &ArchivedRTxn, passwd: impl Fn(i64) -> [u8; 16]) -> Txn {
     let body = match &t.body {
-        ArchivedRBody::CreateSession { timeout } => TxnBody::CreateSession { timeout: timeout.to_native() },
+        ArchivedRBody::CreateSession { timeout } => {
+            TxnBody::CreateSession { timeout: timeout.to_native(), passwd: passwd(t.session.to_native()) }
+        }
         ArchivedRBody::CloseSession => TxnBody::CloseSession,
         ArchivedRBody::Ops { ops, multi } => {
             TxnBody::Ops { ops: ops.iter().map(op_from_archived).collect(), multi: *multi }

@@ -4,8 +4,8 @@
 //! Touched on accept/close and by counters only: never on a lock in the request path.
 //! Per-shard counters are cache-padded so cores do not share cache lines.
 
-use crate::commit::msg::Committed;
 use crate::config::Config;
+use crate::node::msg::Committed;
 use crossbeam::queue::SegQueue;
 use crossbeam::utils::CachePadded;
 use std::collections::{BTreeMap, HashMap};
@@ -165,6 +165,12 @@ pub struct Shared {
     /// Each shard's queue of committed batches, in commit order (one producer: the commit
     /// core; one consumer: the shard). Bounded by the doorbell channel's depth.
     pub inboxes: Vec<SegQueue<Arc<Committed>>>,
+    /// The node serves clients (an ensemble member without a quorum does not).
+    serving: AtomicBool,
+    /// Raised each time serving stops: every shard closes all its client connections.
+    client_generation: AtomicU64,
+    /// The replication state, for the four-letter words.
+    status: Mutex<Option<crate::zab::Status>>,
     /// Batches pushed to every shard's inbox so far. Raised only after all inboxes hold the
     /// batch, so a shard that sees it can take the batch before answering anyone.
     published: CachePadded<AtomicU64>,
@@ -192,7 +198,35 @@ impl Shared {
             listings: (0..shards).map(|_| Mutex::new((0, Vec::new()))).collect(),
             inboxes: (0..shards).map(|_| SegQueue::new()).collect(),
             published: CachePadded::new(AtomicU64::new(0)),
+            serving: AtomicBool::new(false),
+            client_generation: AtomicU64::new(0),
+            status: Mutex::new(None),
         }
+    }
+
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Release);
+    }
+
+    pub fn serving(&self) -> bool {
+        self.serving.load(Ordering::Acquire)
+    }
+
+    /// Tells every shard to close all its client connections.
+    pub fn close_clients(&self) {
+        self.client_generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn client_generation(&self) -> u64 {
+        self.client_generation.load(Ordering::Acquire)
+    }
+
+    pub fn set_status(&self, s: crate::zab::Status) {
+        *self.status.lock().unwrap() = Some(s);
+    }
+
+    pub fn status(&self) -> Option<crate::zab::Status> {
+        *self.status.lock().unwrap()
     }
 
     /// Hands a committed batch to every shard (before any shard can answer for it).

@@ -1,20 +1,21 @@
-//! The sequencer: the commit core's decision logic. It settles connects, orders writes into
-//! transactions with zxids, applies them to the authoritative tree, expires sessions, reaps
-//! containers and TTL nodes, and assembles the committed batch for the shards.
+//! The sequencer: the leader's proposer. It settles connects, orders writes into transactions
+//! with zxids, applies them to its own speculative tree (the overlay every later write is
+//! validated against), expires sessions, reaps containers and TTL nodes, and seals batches:
+//! the transactions, the answers to the requests they settle, and the tree after them.
 //!
 //! Pure: time and session passwords come in as arguments; it never touches a channel, a socket,
-//! a clock or a random source. The runtime's `commit` module drives it.
+//! a clock or a random source. The node layer drives it while this node leads; its state is
+//! thrown away when leadership ends (the committed tree is the truth then).
 
-use crate::commit::msg::{Committed, Reply, ReplyKind, ShardPart, ToCommit};
 use crate::config::Config;
 use crate::prep::{self, reply::write_reply, PrepCtx};
 use crate::proto::codes::err;
 use crate::proto::{encode_connect_response, reply_empty, ConnectRequest, Request};
 use crate::session::{self, negotiate_timeout, SessionTable};
-use crate::tree::{Kind, Tree};
-use crate::txn::{Txn, TxnBody, TxnOp};
-use crate::watch::ConnId;
-use std::collections::BTreeMap;
+use crate::tree::acl::AuthInfo;
+use crate::tree::{Kind, Tree, Trigger};
+use crate::txn::{Answer, AnswerKind, Origin, Txn, TxnBody, TxnOp};
+use std::collections::VecDeque;
 use std::sync::Arc;
 
 /// Time as the sequencer sees it: a monotonic clock for liveness, wall time for znode stats.
@@ -46,26 +47,50 @@ fn txn_bytes(txn: &Txn) -> usize {
     }
 }
 
+/// A request for the sequencer, from this node's clients or a learner's.
+#[derive(Debug, Clone)]
+pub enum Proposal {
+    /// A ConnectRequest: a new session (id 0) or a re-attach.
+    Connect { origin: Origin, req: ConnectRequest },
+    /// A write, sync or closeSession in its session's order. `fence`: a read of this session is
+    /// queued before it, so it must land in a later batch than the writes before that read.
+    Write { origin: Origin, session: i64, xid: i32, req: Request, auth: Arc<AuthInfo>, fence: bool },
+    /// Sessions that saw traffic.
+    Touch { sessions: Vec<i64> },
+}
+
+/// A sealed batch: what the leader proposes and, once committed, publishes.
+#[derive(Clone)]
+pub struct Sealed {
+    pub txns: Vec<Txn>,
+    pub answers: Vec<Answer>,
+    /// The tree after the batch.
+    pub tree: Arc<Tree>,
+    /// Watch triggers in zxid order, with the zxid that fired them.
+    pub triggers: Vec<(i64, Trigger)>,
+    /// Sessions closed or expired in this batch.
+    pub closed: Vec<i64>,
+    pub session_count: usize,
+}
+
 pub struct Sequencer {
     tree: Tree,
     sessions: SessionTable,
-    /// Which connection each session is attached to.
-    owners: BTreeMap<i64, (usize, ConnId)>,
-    last_zxid: i64,
-    epoch: i64,
+    /// The zxid counter within `epoch`.
+    counter: u32,
+    epoch: u32,
     timeout_bounds: (i32, i32),
     extended_types: bool,
     container_max_per_minute: u32,
     container_check_interval_ms: u64,
     // The batch being assembled.
-    triggers: Vec<(i64, crate::tree::Trigger)>,
+    triggers: Vec<(i64, Trigger)>,
     closed: Vec<i64>,
-    parts: Vec<ShardPart>,
+    answers: Vec<Answer>,
     dirty: bool,
-    /// Transactions of the batch being assembled, for the log.
     txns: Vec<Txn>,
-    /// Batches ended by a fence, waiting for the logger (oldest first).
-    sealed: std::collections::VecDeque<(Committed, Vec<Txn>)>,
+    /// Batches ended by a fence, waiting to be taken (oldest first).
+    sealed: VecDeque<Sealed>,
     /// Requests folded into the batch being assembled, and the bytes of their payloads.
     pending: usize,
     pending_bytes: usize,
@@ -73,31 +98,46 @@ pub struct Sequencer {
     disk_failed: bool,
     secret: [u8; 16],
     stats_scratch: Vec<Option<crate::proto::Stat>>,
-    trig_scratch: Vec<crate::tree::Trigger>,
+    trig_scratch: Vec<Trigger>,
 }
 
 impl Sequencer {
-    pub fn new(cfg: &Config, shards: usize, first_session_id: i64, secret: [u8; 16]) -> Sequencer {
+    /// A proposer for `epoch`, starting from the committed `tree` and `sessions`
+    /// (`(id, timeout, passwd)`; each gets a fresh liveness deadline from `now`).
+    pub fn new(
+        cfg: &Config,
+        tree: Tree,
+        sessions: &[(i64, i32, [u8; 16])],
+        first_session_id: i64,
+        epoch: u32,
+        secret: [u8; 16],
+        now: Now,
+    ) -> Sequencer {
+        let mut table = SessionTable::new(first_session_id);
+        for &(id, timeout, passwd) in sessions {
+            table.insert(id, timeout, passwd, now.mono_ms);
+            table.ensure_next_above(id);
+        }
+        assert!(((tree.last_zxid() >> 32) as u32) < epoch, "a new epoch starts above the history");
         Sequencer {
-            txns: Vec::new(),
-            sealed: std::collections::VecDeque::new(),
-            pending: 0,
-            pending_bytes: 0,
-            disk_failed: false,
-            secret,
-            tree: Tree::new(),
-            sessions: SessionTable::new(first_session_id),
-            owners: BTreeMap::new(),
-            last_zxid: 0,
-            epoch: 0,
+            tree,
+            sessions: table,
+            counter: 0,
+            epoch,
             timeout_bounds: cfg.session_timeout_bounds(),
             extended_types: cfg.extended_types,
             container_max_per_minute: cfg.container_max_per_minute,
             container_check_interval_ms: cfg.container_check_interval_ms.max(1),
             triggers: Vec::new(),
             closed: Vec::new(),
-            parts: vec![ShardPart::default(); shards],
+            answers: Vec::new(),
             dirty: false,
+            txns: Vec::new(),
+            sealed: VecDeque::new(),
+            pending: 0,
+            pending_bytes: 0,
+            disk_failed: false,
+            secret,
             stats_scratch: Vec::new(),
             trig_scratch: Vec::new(),
         }
@@ -107,16 +147,9 @@ impl Sequencer {
         &self.tree
     }
 
-    /// Installs recovered state: the tree at its last zxid and the sessions that were open
-    /// (each gets a fresh liveness deadline from `now`).
-    pub fn restore(&mut self, tree: Tree, sessions: &[(i64, i32)], now: Now) {
-        self.last_zxid = tree.last_zxid() & 0xffff_ffff;
-        self.epoch = tree.last_zxid() >> 32;
-        self.tree = tree;
-        for &(id, timeout) in sessions {
-            self.sessions.insert(id, timeout, session::password(&self.secret, id), now.mono_ms);
-            self.sessions.ensure_next_above(id);
-        }
+    /// The zxid counter used so far in this epoch.
+    pub fn counter(&self) -> u32 {
+        self.counter
     }
 
     /// Open sessions as a snapshot records them: (id, timeout, password).
@@ -126,15 +159,6 @@ impl Sequencer {
 
     pub fn next_session_id(&self) -> i64 {
         self.sessions.next_id()
-    }
-
-    /// Whether the batches not yet taken hold transactions (or their watch triggers).
-    pub fn has_transactions(&self) -> bool {
-        !self.sealed.is_empty() || !self.txns.is_empty() || !self.triggers.is_empty() || !self.closed.is_empty()
-    }
-
-    pub fn shard_count(&self) -> usize {
-        self.parts.len()
     }
 
     /// Requests folded into the batch being assembled.
@@ -157,13 +181,12 @@ impl Sequencer {
     }
 
     fn next_zxid(&mut self) -> i64 {
-        self.last_zxid += 1;
-        assert!(self.last_zxid < (1 << 32), "zxid counter overflow needs a new epoch");
-        (self.epoch << 32) | self.last_zxid
+        self.counter = self.counter.checked_add(1).expect("the node ends the epoch before the zxid counter overflows");
+        crate::zab::zxid(self.epoch, self.counter)
     }
 
-    fn reply(&mut self, shard: usize, conn: ConnId, frame: bytes::Bytes, kind: ReplyKind) {
-        self.parts[shard].replies.push(Reply { conn, frame, kind });
+    fn answer(&mut self, origin: Origin, kind: AnswerKind, frame: bytes::Bytes) {
+        self.answers.push(Answer { origin, kind, frame });
         self.dirty = true;
     }
 
@@ -184,31 +207,32 @@ impl Sequencer {
         zxid
     }
 
-    /// Handles one message from a shard.
-    pub fn handle(&mut self, msg: ToCommit, now: Now) {
-        if !matches!(msg, ToCommit::Touch { .. }) {
+    /// Handles one request.
+    pub fn handle(&mut self, p: Proposal, now: Now) {
+        if !matches!(p, Proposal::Touch { .. }) {
             self.pending += 1;
         }
-        match msg {
-            ToCommit::Touch { sessions } => {
+        match p {
+            Proposal::Touch { sessions } => {
                 for s in sessions {
                     self.sessions.touch(s, now.mono_ms);
                 }
             }
-            ToCommit::Connect { shard, conn, req } => self.connect(shard, conn, req, now),
-            ToCommit::Write { shard, conn, wseq, session, xid, req, auth, fence } => {
+            Proposal::Connect { origin, req } => self.connect(origin, req, now),
+            Proposal::Write { origin, session, xid, req, auth, fence } => {
                 if fence {
                     self.fence();
                 }
-                if !self.sessions.touch(session, now.mono_ms) {
-                    let frame = reply_empty(xid, self.tree.last_zxid(), err::SESSION_EXPIRED);
-                    self.reply(shard, conn, frame, ReplyKind::Write { wseq, close: false });
-                    return;
-                }
-                if self.disk_failed {
-                    let frame = reply_empty(xid, self.tree.last_zxid(), err::SYSTEM_ERROR);
-                    self.reply(shard, conn, frame, ReplyKind::Write { wseq, close: false });
-                    return;
+                let refuse = if !self.sessions.touch(session, now.mono_ms) {
+                    Some(err::SESSION_EXPIRED)
+                } else if self.disk_failed {
+                    Some(err::SYSTEM_ERROR)
+                } else {
+                    None
+                };
+                if let Some(code) = refuse {
+                    let frame = reply_empty(xid, self.tree.last_zxid(), code);
+                    return self.answer(origin, AnswerKind::Write { close: false }, frame);
                 }
                 let ctx = PrepCtx { session, auth: &auth, extended_types: self.extended_types };
                 let body = prep::prep_write(&self.tree, &req, &ctx);
@@ -220,50 +244,37 @@ impl Sequencer {
                 let frame = write_reply(xid, zxid, &req, &body, &self.stats_scratch);
                 if closing {
                     self.sessions.remove(session);
-                    self.owners.remove(&session);
                     self.closed.push(session);
                 }
-                self.reply(shard, conn, frame, ReplyKind::Write { wseq, close: closing });
+                self.answer(origin, AnswerKind::Write { close: closing }, frame);
             }
         }
     }
 
-    fn connect(&mut self, shard: usize, conn: ConnId, req: ConnectRequest, now: Now) {
-        if req.last_zxid_seen > self.tree.last_zxid() {
-            // The client has seen a newer state than ours: refuse without an answer.
-            self.reply(shard, conn, bytes::Bytes::new(), ReplyKind::ConnectRefused);
-            return;
-        }
+    fn connect(&mut self, origin: Origin, req: ConnectRequest, now: Now) {
         let (min, max) = self.timeout_bounds;
         let timeout = negotiate_timeout(req.timeout, min, max);
+        let read_only = req.read_only.map(|_| false);
         if req.session_id == 0 {
             if self.disk_failed {
                 // A new session is a transaction, and the log cannot take one now.
-                self.reply(shard, conn, bytes::Bytes::new(), ReplyKind::ConnectRefused);
-                return;
+                return self.answer(origin, AnswerKind::Refused, bytes::Bytes::new());
             }
             let id = self.sessions.allocate_id();
-            let pw = session::password(&self.secret, id);
-            self.sessions.insert(id, timeout, pw, now.mono_ms);
-            self.owners.insert(id, (shard, conn));
-            self.commit_txn(id, &TxnBody::CreateSession { timeout }, now);
-            let frame = encode_connect_response(timeout, id, &pw, req.read_only.map(|_| false));
-            self.reply(shard, conn, frame, ReplyKind::Connected { session: id, timeout });
-            return;
+            let passwd = session::password(&self.secret, id);
+            self.sessions.insert(id, timeout, passwd, now.mono_ms);
+            self.commit_txn(id, &TxnBody::CreateSession { timeout, passwd }, now);
+            let frame = encode_connect_response(timeout, id, &passwd, read_only);
+            return self.answer(origin, AnswerKind::Connected { session: id, timeout }, frame);
         }
         match self.sessions.reattach(req.session_id, &req.passwd, timeout, now.mono_ms) {
             Some(pw) => {
-                if let Some((s, c)) = self.owners.insert(req.session_id, (shard, conn)) {
-                    if (s, c) != (shard, conn) {
-                        self.parts[s].close.push(c);
-                    }
-                }
-                let frame = encode_connect_response(timeout, req.session_id, &pw, req.read_only.map(|_| false));
-                self.reply(shard, conn, frame, ReplyKind::Connected { session: req.session_id, timeout });
+                let frame = encode_connect_response(timeout, req.session_id, &pw, read_only);
+                self.answer(origin, AnswerKind::Connected { session: req.session_id, timeout }, frame);
             }
             None => {
-                let frame = encode_connect_response(0, 0, &[0; 16], req.read_only.map(|_| false));
-                self.reply(shard, conn, frame, ReplyKind::ConnectRefused);
+                let frame = encode_connect_response(0, 0, &[0; 16], read_only);
+                self.answer(origin, AnswerKind::Refused, frame);
             }
         }
     }
@@ -274,9 +285,6 @@ impl Sequencer {
             self.sessions.set_closing(id);
             self.commit_txn(id, &TxnBody::CloseSession, now);
             self.sessions.remove(id);
-            if let Some((s, c)) = self.owners.remove(&id) {
-                self.parts[s].close.push(c);
-            }
             self.closed.push(id);
         }
     }
@@ -309,9 +317,8 @@ impl Sequencer {
         }
     }
 
-    /// Takes the oldest sealed batch, or else the batch assembled so far if anything happened,
-    /// with its transactions (which must be durable before the batch is published).
-    pub fn take_batch(&mut self) -> Option<(Committed, Vec<Txn>)> {
+    /// Takes the oldest sealed batch, or else the batch assembled so far if anything happened.
+    pub fn take_batch(&mut self) -> Option<Sealed> {
         if let Some(b) = self.sealed.pop_front() {
             return Some(b);
         }
@@ -330,26 +337,22 @@ impl Sequencer {
         }
     }
 
-    fn seal_open(&mut self) -> Option<(Committed, Vec<Txn>)> {
+    fn seal_open(&mut self) -> Option<Sealed> {
         if !self.dirty {
             return None;
         }
         self.dirty = false;
-        let shards = self.parts.len();
-        let txns = std::mem::take(&mut self.txns);
-        Some((
-            Committed {
-                tree: Arc::new(self.tree.clone()),
-                triggers: std::mem::take(&mut self.triggers),
-                closed_sessions: std::mem::take(&mut self.closed),
-                parts: std::mem::replace(&mut self.parts, vec![ShardPart::default(); shards]),
-                session_count: self.sessions.len(),
-            },
-            txns,
-        ))
+        Some(Sealed {
+            txns: std::mem::take(&mut self.txns),
+            answers: std::mem::take(&mut self.answers),
+            tree: Arc::new(self.tree.clone()),
+            triggers: std::mem::take(&mut self.triggers),
+            closed: std::mem::take(&mut self.closed),
+            session_count: self.sessions.len(),
+        })
     }
 
-    /// Whether a request needs the commit core (writes, sync, closeSession).
+    /// Whether a request needs the leader (writes, sync, closeSession).
     pub fn is_write(req: &Request) -> bool {
         matches!(
             req,
@@ -374,27 +377,30 @@ mod tests {
         Now { mono_ms: ms, wall_ms: 1_700_000_000_000 + ms as i64 }
     }
 
-    fn connect(seq: &mut Sequencer, sid: i64, pw: [u8; 16], last: i64) -> Reply {
+    const ORIGIN: Origin = Origin { server: 1, rid: 7 };
+
+    fn connect(seq: &mut Sequencer, sid: i64, pw: [u8; 16]) -> Answer {
         let req = ConnectRequest {
             protocol_version: 0,
-            last_zxid_seen: last,
+            last_zxid_seen: 0,
             timeout: 1,
             session_id: sid,
             passwd: pw.to_vec(),
             read_only: Some(false),
         };
-        seq.handle(ToCommit::Connect { shard: 0, conn: 1, req }, now(0));
-        seq.take_batch().unwrap().0.parts[0].replies.pop().unwrap()
+        seq.handle(Proposal::Connect { origin: ORIGIN, req }, now(0));
+        seq.take_batch().unwrap().answers.pop().unwrap()
     }
 
     #[test]
     fn sessions_connect_expire_and_delete_ephemerals() {
         let cfg = Config::default();
-        let mut seq = Sequencer::new(&cfg, 1, 100, [3; 16]);
-        let r = connect(&mut seq, 0, [0; 16], 0);
-        let ReplyKind::Connected { session, timeout } = r.kind else { panic!("{r:?}") };
+        let mut seq = Sequencer::new(&cfg, Tree::new(), &[], 100, 1, [3; 16], now(0));
+        let a = connect(&mut seq, 0, [0; 16]);
+        let AnswerKind::Connected { session, timeout } = a.kind else { panic!("{a:?}") };
+        assert_eq!(a.origin, ORIGIN);
         assert_eq!(timeout, 4000, "clamped to 2 x tickTime");
-        assert_eq!(seq.tree().last_zxid(), 1, "createSession consumes a zxid");
+        assert_eq!(seq.tree().last_zxid(), crate::zab::zxid(1, 1), "createSession consumes a zxid of the epoch");
         let auth = Arc::new(AuthInfo::new("127.0.0.1".parse().unwrap()));
         let req = Request::Create(CreateRequest {
             path: "/e".into(),
@@ -404,23 +410,27 @@ mod tests {
             ttl: -1,
             op: 1,
         });
-        seq.handle(ToCommit::Write { shard: 0, conn: 1, wseq: 1, session, xid: 1, req, auth, fence: false }, now(10));
+        seq.handle(Proposal::Write { origin: ORIGIN, session, xid: 1, req, auth, fence: false }, now(10));
         assert!(seq.tree().get("/e").is_some());
         seq.take_batch();
         seq.expire_sessions(now(4000));
         assert!(seq.take_batch().is_none(), "not yet expired");
         seq.expire_sessions(now(4011));
-        let (b, txns) = seq.take_batch().unwrap();
-        assert_eq!(txns.len(), 1, "one closeSession txn");
-        assert_eq!(b.closed_sessions, vec![session]);
+        let b = seq.take_batch().unwrap();
+        assert_eq!(b.txns.len(), 1, "one closeSession txn");
+        assert_eq!(b.closed, vec![session]);
         assert!(b.tree.get("/e").is_none());
-        assert_eq!(b.parts[0].close, vec![1]);
         // Re-attaching the expired session gets the expired answer.
-        let r = connect(&mut seq, session, session::password(&[3; 16], session), 0);
-        assert_eq!(r.kind, ReplyKind::ConnectRefused);
-        assert_eq!(&r.frame[4..8], &[0, 0, 0, 0], "timeout 0 marks expiry");
-        // A client ahead of the server is refused without a frame.
-        let r = connect(&mut seq, 0, [0; 16], 1 << 40);
-        assert!(r.frame.is_empty());
+        let a = connect(&mut seq, session, session::password(&[3; 16], session));
+        assert_eq!(a.kind, AnswerKind::Refused);
+        assert_eq!(&a.frame[4..8], &[0, 0, 0, 0], "timeout 0 marks expiry");
+    }
+
+    #[test]
+    fn a_restored_proposer_keeps_sessions_and_their_passwords() {
+        let cfg = Config::default();
+        let mut seq = Sequencer::new(&cfg, Tree::new(), &[(55, 4000, [9; 16])], 100, 3, [3; 16], now(0));
+        assert_eq!(connect(&mut seq, 55, [1; 16]).kind, AnswerKind::Refused, "a wrong password");
+        assert!(matches!(connect(&mut seq, 55, [9; 16]).kind, AnswerKind::Connected { session: 55, .. }));
     }
 }

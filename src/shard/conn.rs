@@ -6,7 +6,7 @@
 
 use super::Shard;
 use crate::admin;
-use crate::commit::msg::ToCommit;
+use crate::node::msg::ToCommit;
 use crate::proto::codes::{err, op};
 use crate::proto::frame::{four_letter_word, next_frame};
 use crate::proto::records::{decode_request, DecodeOutcome};

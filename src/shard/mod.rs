@@ -7,8 +7,8 @@
 
 mod conn;
 
-use crate::commit::msg::{Committed, ReplyKind, ToCommit, ToShard};
 use crate::config::Config;
+use crate::node::msg::{Committed, ReplyKind, ToCommit, ToShard};
 use crate::proto::codes::perm;
 use crate::proto::encode_notification;
 use crate::runtime::local::with_ticks;
@@ -45,6 +45,8 @@ pub struct Shard {
     applied: Cell<u64>,
     /// True while a batch is being applied (reads served then use that batch's snapshot).
     applying: Cell<bool>,
+    /// The commit core's client generation this shard has acted on (see `Shared::close_clients`).
+    client_generation: Cell<u64>,
 }
 
 impl Shard {
@@ -59,6 +61,16 @@ impl Shard {
     /// Applies every batch the commit core has published to this shard, so that a read served
     /// now sees every write acknowledged anywhere (watch events are queued before the data).
     pub fn catch_up(&self) {
+        let generation = self.shared.client_generation();
+        if generation != self.client_generation.get() {
+            self.client_generation.set(generation);
+            // The node stopped serving (it lost its leader or its quorum): clients reconnect,
+            // here once it serves again or elsewhere.
+            let all: Vec<Rc<Conn>> = self.conns.borrow().values().cloned().collect();
+            for c in all {
+                c.close(self);
+            }
+        }
         let published = self.shared.published();
         if self.applying.get() || published == self.applied.get() {
             return;
@@ -189,6 +201,7 @@ pub async fn run(
         next_conn: Cell::new(1),
         applied: Cell::new(0),
         applying: Cell::new(false),
+        client_generation: Cell::new(shared.client_generation()),
     });
     {
         let shard = shard.clone();

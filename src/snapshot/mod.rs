@@ -7,7 +7,7 @@
 //! ```text
 //! header                                   body
 //!   0  4  magic           b"CZKS"            session_count sessions: i64 id, i32 timeout_ms,
-//!   4  2  version         VERSION (1)          16 bytes passwd
+//!   4  2  version         VERSION (2)          16 bytes passwd
 //!   6  2  flags           0                  node_count nodes: str path, u32 acl index,
 //!   8  4  body_crc        CRC32C of the body   i64 czxid, mzxid, ctime, mtime,
 //!  12  4  acl_count                            i32 version, stored cversion, aversion,
@@ -15,6 +15,8 @@
 //!  24  8  body_len                             data bytes
 //!  32  8  node_count                         acl_count ACL lists (from body offset acl_offset):
 //!  40  8  session_count                        u32 n, then n × (i32 perms, str scheme, str id)
+//!                                          version 2, after the ACL lists: u32 n, then n × (u32
+//!                                            epoch, i64 last zxid of that epoch), oldest first
 //!  48  8  next_session_id
 //!  56  8  acl_offset      body offset of the ACL lists
 //!  64  4  reserved        0                  (str = u32 byte length + UTF-8 bytes)
@@ -41,7 +43,7 @@ use std::sync::Arc;
 /// Snapshot magic.
 pub const MAGIC: [u8; 4] = *b"CZKS";
 /// Current snapshot format version.
-pub const VERSION: u16 = 1;
+pub const VERSION: u16 = 2;
 /// Size of the fixed header; the body follows it.
 pub const HEADER: usize = 72;
 /// Most bytes `encode` reserves up front (it grows past this when it must).
@@ -178,6 +180,12 @@ pub fn encode(tree: &Tree, sessions: &[(i64, i32, [u8; 16])], next_session_id: i
             put_str(&mut out, &a.id.id);
         }
     }
+    let epochs = tree.epochs();
+    out.extend_from_slice(&(epochs.len() as u32).to_le_bytes());
+    for (e, z) in epochs {
+        out.extend_from_slice(&e.to_le_bytes());
+        out.extend_from_slice(&z.to_le_bytes());
+    }
     let body_len = (out.len() - HEADER) as u64;
     let body_crc = crc32c::crc32c(&out[HEADER..]);
     let h = &mut out[..HEADER];
@@ -257,7 +265,7 @@ pub fn decode(buf: &[u8]) -> Result<SnapshotData, SnapshotError> {
         return Err(SnapshotError::BadMagic { found: h[0..4].try_into().expect("4 bytes") });
     }
     let (version, flags) = (le_u16(h, 4), le_u16(h, 6));
-    if version != VERSION || flags != 0 {
+    if !(1..=VERSION).contains(&version) || flags != 0 {
         return Err(SnapshotError::UnsupportedVersion { version, flags });
     }
     let (stored, computed) = (le_u32(h, HEADER_CRC_AT), crc32c::crc32c(&h[..HEADER_CRC_AT]));
@@ -301,6 +309,18 @@ pub fn decode(buf: &[u8]) -> Result<SnapshotData, SnapshotError> {
         }
         acls.push(Arc::new(list));
     }
+    let mut epochs = Vec::new();
+    if version >= 2 {
+        let n = r.u32("epoch count")?;
+        for _ in 0..n.min((body_len / 12) as u32) {
+            let e = r.u32("epoch")?;
+            let z = r.i64("epoch last zxid")?;
+            if epochs.last().is_some_and(|&(pe, pz)| pe >= e || pz >= z) || z > zxid {
+                return Err(SnapshotError::BadPayload(format!("epoch map out of order at epoch {e}")));
+            }
+            epochs.push((e, z));
+        }
+    }
     if r.pos != body.len() {
         return Err(SnapshotError::BadPayload(format!(
             "{} unexplained bytes after the ACL lists at body offset {}",
@@ -340,7 +360,8 @@ pub fn decode(buf: &[u8]) -> Result<SnapshotData, SnapshotError> {
             r.pos
         )));
     }
-    let tree = Tree::from_nodes(nodes, zxid).map_err(SnapshotError::BadPayload)?;
+    let mut tree = Tree::from_nodes(nodes, zxid).map_err(SnapshotError::BadPayload)?;
+    tree.set_epochs(epochs);
     Ok(SnapshotData { zxid, tree, sessions, next_session_id })
 }
 

@@ -184,7 +184,8 @@ fn each_error_kind() {
     reseal(&mut far_acls);
     assert!(matches!(err(&far_acls), SnapshotError::BadPayload(m) if m.contains("ACL offset")));
 
-    let open_acl = 0u32.to_le_bytes(); // one empty ACL list
+    // One empty ACL list, then an empty epoch map.
+    let open_acl = [0u32.to_le_bytes(), 0u32.to_le_bytes()].concat();
     let orphan = [node_bytes("/"), node_bytes("/x/y")].concat();
     assert!(
         matches!(err(&seal(1, &orphan, &open_acl, 2, 0, 1)), SnapshotError::BadPayload(m) if m.contains("no parent"))
@@ -192,7 +193,7 @@ fn each_error_kind() {
     let dup = [node_bytes("/"), node_bytes("/")].concat();
     assert!(matches!(err(&seal(1, &dup, &open_acl, 2, 0, 1)), SnapshotError::BadPayload(m) if m.contains("duplicate")));
     assert!(matches!(err(&seal(1, &node_bytes("/a"), &open_acl, 1, 0, 1)), SnapshotError::BadPayload(_)));
-    let bad_acl = seal(1, &node_bytes("/"), &[], 1, 0, 0);
+    let bad_acl = seal(1, &node_bytes("/"), &0u32.to_le_bytes(), 1, 0, 0);
     assert!(matches!(err(&bad_acl), SnapshotError::BadPayload(m) if m.contains("ACL index")));
     let bad_utf8 = [2u32.to_le_bytes().to_vec(), vec![0xff, 0xfe]].concat();
     assert!(

@@ -171,6 +171,10 @@ pub struct Tree {
     reapable: imbl::OrdSet<Path>,
     last_zxid: i64,
     data_size: u64,
+    /// The last zxid of each earlier epoch this tree has applied (replication finds common
+    /// history from it; the current epoch ends at `last_zxid`). Shared: it changes once per
+    /// epoch, the tree is cloned once per batch.
+    past_epochs: Arc<Vec<(u32, i64)>>,
 }
 
 impl Default for Tree {
@@ -189,6 +193,7 @@ impl Tree {
             reapable: imbl::OrdSet::new(),
             last_zxid: 0,
             data_size: 0,
+            past_epochs: Arc::new(Vec::new()),
         };
         let empty = Some(Bytes::new());
         let mut root = Node::new(empty.clone(), all.clone(), 0, 0, 0);
@@ -214,6 +219,23 @@ impl Tree {
 
     pub fn last_zxid(&self) -> i64 {
         self.last_zxid
+    }
+
+    /// The last zxid of each epoch applied, oldest first.
+    pub fn epochs(&self) -> Vec<(u32, i64)> {
+        let mut v = (*self.past_epochs).clone();
+        if self.last_zxid > 0 {
+            v.push(((self.last_zxid >> 32) as u32, self.last_zxid));
+        }
+        v
+    }
+
+    /// Restores the epoch map a snapshot recorded (its last entry is the current epoch).
+    pub fn set_epochs(&mut self, mut epochs: Vec<(u32, i64)>) {
+        if epochs.last().is_some_and(|&(_, z)| z == self.last_zxid) {
+            epochs.pop();
+        }
+        self.past_epochs = Arc::new(epochs);
     }
 
     pub fn node_count(&self) -> usize {
@@ -255,6 +277,7 @@ impl Tree {
             reapable: imbl::OrdSet::new(),
             last_zxid,
             data_size: 0,
+            past_epochs: Arc::new(Vec::new()),
         };
         let mut all: Vec<(Path, Node)> = nodes.into_iter().collect();
         // Parents before children: a shorter path can never be a descendant of a longer one.
@@ -315,7 +338,11 @@ impl Tree {
     /// right after that op (for create, setData and setACL replies).
     pub fn apply(&mut self, txn: &Txn, triggers: &mut Vec<Trigger>, stats: &mut Vec<Option<Stat>>) {
         if txn.consumes_zxid() {
-            debug_assert!(txn.zxid > self.last_zxid, "zxids must rise");
+            assert!(txn.zxid > self.last_zxid, "zxids must rise: {:#x} after {:#x}", txn.zxid, self.last_zxid);
+            if self.last_zxid > 0 && (txn.zxid >> 32) != (self.last_zxid >> 32) {
+                let ended = ((self.last_zxid >> 32) as u32, self.last_zxid);
+                Arc::make_mut(&mut self.past_epochs).push(ended);
+            }
             self.last_zxid = txn.zxid;
         }
         match &txn.body {

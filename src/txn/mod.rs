@@ -39,24 +39,17 @@ pub enum TxnOp {
 /// What a transaction does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TxnBody {
-    CreateSession {
-        timeout: i32,
-    },
+    /// A new session with its negotiated timeout and password (the password travels with the
+    /// transaction so any later leader can check a re-attach).
+    CreateSession { timeout: i32, passwd: [u8; 16] },
     /// Closes the session and deletes its ephemerals.
     CloseSession,
     /// One op (`multi == false`) or a successful multi.
-    Ops {
-        ops: Vec<TxnOp>,
-        multi: bool,
-    },
+    Ops { ops: Vec<TxnOp>, multi: bool },
     /// A failed single write: consumes a zxid, changes nothing.
-    Error {
-        code: i32,
-    },
+    Error { code: i32 },
     /// A failed multi: per-op result codes (0 before the failure, -2 after).
-    MultiError {
-        codes: Vec<i32>,
-    },
+    MultiError { codes: Vec<i32> },
     /// A request that only needs ordering, not a zxid (sync).
     Barrier,
 }
@@ -75,4 +68,31 @@ impl Txn {
     pub fn consumes_zxid(&self) -> bool {
         !matches!(self.body, TxnBody::Barrier)
     }
+}
+
+/// Who asked: the node a client request arrived at, and that node's own number for it. Replies
+/// travel in the replicated batch so the node that took the request can answer it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Origin {
+    pub server: u32,
+    pub rid: u64,
+}
+
+/// What an answer does at the node that routes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerKind {
+    /// The reply to a write (or sync); `close`: the session closed with it.
+    Write { close: bool },
+    /// The ConnectResponse of a session that is now attached to this request's connection.
+    Connected { session: i64, timeout: i32 },
+    /// The connect failed: send the frame (if any) and close.
+    Refused,
+}
+
+/// A client reply decided by the leader, in the batch it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub origin: Origin,
+    pub kind: AnswerKind,
+    pub frame: Bytes,
 }

@@ -526,6 +526,19 @@ impl Zab {
         }
     }
 
+    /// Sends a node-level payload (forwarded client requests) to the leader; false unless this
+    /// node is a learner in broadcast.
+    pub fn forward(&mut self, payload: Bytes) -> bool {
+        match &self.role {
+            Role::Learning(l) if l.phase == LearnerPhase::Broadcast => {
+                let (leader, conn) = (l.leader, l.conn.expect("connected in broadcast"));
+                self.ready.messages.push((leader, conn, QuorumMsg::Forward(payload)));
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// The last zxid proposed or logged: a leader's next batch starts after it.
     pub fn last_logged(&self) -> Zxid {
         self.logged
