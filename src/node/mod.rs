@@ -88,12 +88,22 @@ pub struct NodeReady {
     pub snapshots: Vec<(NodeId, zab::ConnId)>,
     /// Batches for the shards, in order.
     pub publish: Vec<Committed>,
+    /// What was applied, in order: each batch (the replicated record) and each snapshot
+    /// installed (as the zxid it is at). For metrics and the simulator's checks.
+    pub applied: Vec<Applied>,
     /// Serving stopped: every client connection must be closed.
     pub clients_closed: bool,
     /// Serving started (`true`) or stopped (`false`).
     pub serving: Option<bool>,
     /// Operator-facing lines.
     pub logs: Vec<String>,
+}
+
+/// One thing applied to the committed state.
+#[derive(Debug, Clone)]
+pub enum Applied {
+    Batch(Arc<Batch>),
+    Snapshot(Zxid),
 }
 
 /// Most client requests a learner keeps forwarded and unanswered before it stops taking more.
@@ -497,6 +507,7 @@ impl Node {
     fn apply(&mut self, a: Apply) {
         match a {
             Apply::Batch(b) => {
+                self.out.applied.push(Applied::Batch(b.clone()));
                 let own = self.sealed.front().is_some_and(|(s, _)| Arc::ptr_eq(s, &b));
                 let committed = if own {
                     let (_, sealed) = self.sealed.pop_front().expect("checked");
@@ -509,6 +520,7 @@ impl Node {
             Apply::Snapshot { zxid, bytes } => match snapshot::decode(&bytes) {
                 Ok(s) => {
                     assert_eq!(s.zxid, zxid, "a snapshot of the zxid ZAB sent");
+                    self.out.applied.push(Applied::Snapshot(zxid));
                     let mut sessions = BTreeMap::new();
                     for (id, t, p) in s.sessions {
                         sessions.insert(id, (t, p));

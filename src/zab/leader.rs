@@ -55,7 +55,9 @@ impl Zab {
             return;
         }
         let Some(p) = self.leading().peers.get_mut(&from) else {
-            return self.protocol_error(from, conn, "message before FOLLOWERINFO".into());
+            // A connection we dropped (the learner went quiet, or reconnected): close it.
+            self.ready.close.push((from, conn));
+            return;
         };
         if p.conn != conn {
             self.ready.close.push((from, conn));

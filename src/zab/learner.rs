@@ -40,8 +40,13 @@ impl Zab {
         );
         match m {
             QuorumMsg::LeaderInfo { epoch } if phase == LearnerPhase::InfoSent => {
-                let fresh =
-                    epoch > self.accepted_epoch || (epoch == self.accepted_epoch && self.accepted_leader == leader);
+                // Accept an epoch newer than our promise, the one we promised to this leader, or
+                // any epoch when the promise was to ourselves: we led that epoch's discovery and
+                // gave it up, so nobody can build on it (a promise to another leader holds: it
+                // may still be using what we told it).
+                let fresh = epoch > self.accepted_epoch
+                    || (epoch == self.accepted_epoch && self.accepted_leader == leader)
+                    || self.accepted_leader == self.cfg.id;
                 if !fresh {
                     // A leader of an epoch we already left behind.
                     self.become_looking();
