@@ -201,7 +201,7 @@ pub async fn run(
 async fn perform(cfg: &Arc<Config>, core: &Rc<Core>, dirs: &Dirs) {
     let r: NodeReady = core.node.borrow_mut().ready();
     for line in &r.logs {
-        eprintln!("corezk: {line}");
+        eprintln!("corezk: {} {line}", crate::record::text::iso_ms(wall_ms()));
     }
     for op in r.storage {
         core.storage.push_now(op);

@@ -470,13 +470,12 @@ impl Node {
                 }
             }
             _ => {
-                if self.out.serving == Some(true)
-                    || self.seq.is_some()
-                    || !self.routes.is_empty()
-                    || !self.owners.is_empty()
-                {
-                    self.out.logs.push(format!("not serving clients ({role:?})"));
-                }
+                self.out.logs.push(match role {
+                    RoleEvent::Looking => "looking for a leader".to_string(),
+                    RoleEvent::Following { leader } => format!("following server {leader}"),
+                    RoleEvent::Observing { leader } => format!("observing server {leader}"),
+                    _ => "leading: establishing a new epoch".to_string(),
+                });
                 self.seq = None;
                 self.sealed.clear();
                 self.routes.clear();

@@ -32,7 +32,7 @@
 //! bytecheck); the archive is copied into an aligned buffer first when the input is not.
 
 mod schema;
-pub(crate) mod text;
+pub mod text;
 
 pub use schema::{
     op_from_archived, txn_from_archived, ArchivedRBatch, ArchivedRBatch2, ArchivedRBody, ArchivedROp, ArchivedRTxn,

@@ -870,6 +870,10 @@ impl Zab {
             l.vote = n.vote;
             l.finalize_at = None;
             changed = true;
+        } else if n.vote.key() < l.vote.key() {
+            // The peer backs a worse candidate: tell it ours now rather than at the next resend.
+            let reply = Notification { round: self.round, state: PeerState::Looking, vote: l.vote };
+            self.ready.notifications.push((from, reply));
         }
         l.votes.insert(from, n.vote);
         if changed {
@@ -929,7 +933,13 @@ impl Zab {
     fn on_disconnected(&mut self, peer: NodeId, conn: ConnId) {
         match &mut self.role {
             Role::Learning(l) if l.leader == peer => {
-                if l.conn == Some(conn) {
+                if l.conn == Some(conn) && l.phase == LearnerPhase::InfoSent {
+                    // The leader we chose has not started leading yet (it closes learners while
+                    // it still looks): dial again shortly, within the init limit.
+                    l.conn = None;
+                    l.phase = LearnerPhase::Connecting;
+                    l.next_dial = self.now + self.cfg.dial_retry_ticks;
+                } else if l.conn == Some(conn) {
                     self.become_looking();
                 } else if l.conn.is_none() && l.phase == LearnerPhase::Connecting {
                     // The dial failed: try again after a pause, within the init limit.
