@@ -13,7 +13,7 @@ use crate::net::peer::PeerNet;
 use crate::node::msg::{ToCommit, ToShard};
 use crate::node::recovery::Recovered;
 use crate::node::{Node, NodeReady};
-use crate::runtime::local::{with_ticks, LocalQueue};
+use crate::runtime::local::LocalQueue;
 use crate::runtime::oneshot;
 use crate::runtime::shared::Shared;
 use crate::sequencer::Now;
@@ -91,7 +91,7 @@ pub async fn run(
     for rx in inputs {
         let q = requests.clone();
         glommio::spawn_local(async move {
-            let rx = with_ticks(rx.connect()).await;
+            let rx = rx.connect().await;
             while let Some(m) = rx.recv().await {
                 q.push(m).await;
             }
@@ -100,7 +100,7 @@ pub async fn run(
     }
     let mut outs = Vec::with_capacity(shards);
     for tx in outputs {
-        outs.push(with_ticks(tx.connect()).await);
+        outs.push(tx.connect().await);
     }
     let events: Rc<LocalQueue<Event>> = Rc::new(LocalQueue::new(cfg.channel_depth * 4));
     let start = Instant::now();
@@ -193,7 +193,7 @@ pub async fn run(
             }
         }
         perform(&cfg, &core, &setup.dirs).await;
-        glommio::yield_if_needed().await;
+        crate::runtime::slice::yield_if_slice_over().await;
     }
 }
 

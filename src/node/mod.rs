@@ -134,6 +134,10 @@ pub struct Node {
     /// Connects that arrived while the node was not serving, held until it serves (an election
     /// takes milliseconds) or until their deadline (then refused, and the client tries again).
     held: VecDeque<(u64, ToCommit)>,
+    /// Clients have been served since the node last stopped serving (so stopping must close
+    /// their connections; before the first serving role there is nothing to close, and a
+    /// connect held meanwhile must not be dropped).
+    served: bool,
     out: NodeReady,
 }
 
@@ -179,6 +183,7 @@ impl Node {
             last_touch_ms: now.mono_ms,
             applied_txns: 0,
             held: VecDeque::new(),
+            served: false,
             out: NodeReady::default(),
         };
         // The first published batch gives every shard the recovered tree.
@@ -454,6 +459,7 @@ impl Node {
         match role {
             RoleEvent::Serving { epoch } => {
                 self.out.serving = Some(true);
+                self.served = true;
                 if self.zab.status().state == zab::msg::PeerState::Leading {
                     let first_id =
                         session::initial_session_id(self.id as u8, self.now.wall_ms).max(self.state.next_session_id);
@@ -481,7 +487,9 @@ impl Node {
                 self.routes.clear();
                 self.owners.clear();
                 self.touched.clear();
-                self.out.clients_closed = true;
+                if std::mem::replace(&mut self.served, false) {
+                    self.out.clients_closed = true;
+                }
                 self.out.serving = Some(false);
             }
         }

@@ -110,24 +110,3 @@ impl<T> LocalQueue<T> {
         self.items.borrow().is_empty()
     }
 }
-
-/// Runs `f` while a timer keeps this executor waking every few milliseconds.
-///
-/// glommio 0.9's shared-channel `connect()` is only re-polled when its executor wakes for some
-/// other reason: the peer connecting does not wake it. An executor with nothing else to do
-/// would sleep forever, so every connect is wrapped in this.
-pub async fn with_ticks<F: Future>(f: F) -> F::Output {
-    let done = std::rc::Rc::new(Cell::new(false));
-    let ticker = {
-        let done = done.clone();
-        glommio::spawn_local(async move {
-            while !done.get() {
-                glommio::timer::sleep(std::time::Duration::from_millis(2)).await;
-            }
-        })
-    };
-    let out = f.await;
-    done.set(true);
-    ticker.await;
-    out
-}

@@ -3,10 +3,13 @@
 //! Owns process start-up (locked memory, io_uring probe, data-directory lock, CPU map) and
 //! wiring the shards to the commit core. Makes no protocol decisions.
 
+pub mod kick;
 pub mod local;
 pub mod oneshot;
+pub mod port;
 pub mod preflight;
 pub mod shared;
+pub mod slice;
 
 use crate::commit;
 use crate::config::Config;
@@ -19,46 +22,8 @@ use shared::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// How long one task queue may run before the executor polls I/O and other queues.
-pub const PREEMPT_AFTER: std::time::Duration = std::time::Duration::from_micros(500);
-
 /// Locked memory each executor's io_uring buffers take.
 pub const IO_MEMORY_PER_EXECUTOR: usize = 1 << 20;
-
-/// How long the shards may take to start before the process starts itself again.
-const START_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
-const START_ATTEMPTS: u32 = 3;
-
-/// Waits for every shard to be wired up. glommio 0.9 can leave an executor asleep for good
-/// while its shared channels connect (its timers stop firing too); such a start never
-/// recovers, so the process replaces itself with a fresh copy of itself (same pid, same
-/// arguments; the data-directory lock and the listeners close on exec) a bounded number of
-/// times before giving up.
-fn wait_until_started(shared: &Shared, n: usize) {
-    let t0 = std::time::Instant::now();
-    while shared.ready.load(std::sync::atomic::Ordering::Acquire) < n {
-        if t0.elapsed() > START_DEADLINE {
-            let attempt: u32 = std::env::var("COREZK_START_ATTEMPT").ok().and_then(|v| v.parse().ok()).unwrap_or(1);
-            if attempt >= START_ATTEMPTS {
-                eprintln!("corezk: error: the shards did not start within {START_DEADLINE:?} ({attempt} attempts)");
-                std::process::exit(1);
-            }
-            eprintln!(
-                "corezk: the shards did not start within {START_DEADLINE:?}; starting again (attempt {})",
-                attempt + 1
-            );
-            use std::os::unix::process::CommandExt;
-            let exe = std::env::current_exe().unwrap_or_else(|_| "corezk".into());
-            let err = std::process::Command::new(exe)
-                .args(std::env::args_os().skip(1))
-                .env("COREZK_START_ATTEMPT", (attempt + 1).to_string())
-                .exec();
-            eprintln!("corezk: error: cannot restart: {err}");
-            std::process::exit(1);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-}
 
 /// The replication settings: the ensemble from `server.N` and `myid` (none: a standalone
 /// server, a quorum of one), ZooKeeper's limits in ticks of the commit core's clock. Takes this
@@ -136,6 +101,8 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     preflight::ensure_memlock(cpus.len(), IO_MEMORY_PER_EXECUTOR)?;
     preflight::probe_io_uring()?;
     let _lock = preflight::lock_data_dir(&cfg.data_dir)?;
+    let addr = SocketAddr::new(cfg.client_port_address, cfg.client_port);
+    let client_port = port::ClientPort::bind(addr)?;
     if let Some(d) = &cfg.data_log_dir {
         std::fs::create_dir_all(d).map_err(|e| format!("cannot create dataLogDir {}: {e}", d.display()))?;
     }
@@ -169,7 +136,7 @@ pub fn serve(cfg: Config) -> Result<(), String> {
         .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
     let mut setup = Some(commit::CommitSetup { dirs, recovered, secret, log, zab: zab_cfg, epochs });
     let n = cpus.len();
-    let addr = SocketAddr::new(cfg.client_port_address, cfg.client_port);
+    let kicker = kick::Kicker::start(n).map_err(|e| format!("cannot start the kicker thread: {e}"))?;
     let cfg = Arc::new(cfg);
     let shared = Arc::new(Shared::new(cfg.clone(), n));
     let depth = cfg.channel_depth;
@@ -190,29 +157,32 @@ pub fn serve(cfg: Config) -> Result<(), String> {
         let shared = shared.clone();
         let commit_parts = if i == 0 { commit_parts.take().zip(setup.take()) } else { None };
         let cfg = cfg.clone();
+        let listener = client_port.share()?;
+        let kick = kicker.slot(i);
         let h = LocalExecutorBuilder::new(Placement::Fixed(cpu))
             .name(&format!("shard-{i}"))
             .io_memory(IO_MEMORY_PER_EXECUTOR)
-            .preempt_timer(PREEMPT_AFTER)
+            .preempt_timer(slice::PREEMPT_TIMER)
             .spawn(move || async move {
+                glommio::spawn_local(kick::keep_awake(kick)).detach();
                 if let Some(((rx, tx), setup)) = commit_parts {
-                    // The commit core shares its CPU with shard 0's connections: its own task
-                    // queue, favoured and latency-sensitive, keeps busy readers from starving it.
+                    // The commit core shares its CPU with shard 0's connections: its own favoured
+                    // task queue (busy readers yield it the core every `slice::SLICE`).
                     let tq = glommio::executor().create_task_queue(
                         glommio::Shares::Static(4000),
-                        glommio::Latency::Matters(PREEMPT_AFTER),
+                        glommio::Latency::NotImportant,
                         "commit",
                     );
                     glommio::spawn_local_into(commit::run(cfg, shared.clone(), setup, rx, tx), tq)
                         .expect("the commit task queue exists")
                         .detach();
                 }
-                shard::run(i, shared, ctx, srx, addr).await
+                shard::run(i, shared, ctx, srx, listener, addr).await
             })
             .map_err(|e| format!("cannot start executor for shard {i} on CPU {cpu}: {e}"))?;
         handles.push(h);
     }
-    wait_until_started(&shared, n);
+    drop(client_port);
     for (i, h) in handles.into_iter().enumerate() {
         match h.join() {
             Ok(Ok(())) => {}

@@ -144,8 +144,6 @@ pub struct Shared {
     pub conns: Mutex<BTreeMap<(usize, u64), Arc<ConnStats>>>,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     pub sessions: AtomicUsize,
-    /// Shards that finished starting (listening, wired to the commit core).
-    pub ready: AtomicUsize,
     pub batches: AtomicU64,
     pub logged_txns: AtomicU64,
     /// Log records written, and the time spent writing and syncing them.
@@ -185,7 +183,6 @@ impl Shared {
             conns: Mutex::new(BTreeMap::new()),
             per_ip: Mutex::new(HashMap::new()),
             sessions: AtomicUsize::new(0),
-            ready: AtomicUsize::new(0),
             batches: AtomicU64::new(0),
             logged_txns: AtomicU64::new(0),
             log_records: AtomicU64::new(0),

@@ -572,7 +572,7 @@ async fn read_loop<R: futures_lite::AsyncRead + Unpin>(shard: &Shard, conn: &Con
         start = 0;
         // Reads that complete at once never suspend this task: give the core back when the
         // time slice is up, so other connections and the commit core run.
-        glommio::yield_if_needed().await;
+        crate::runtime::slice::yield_if_slice_over().await;
         let want = buf.len + 1;
         if !buf.fill(rd, want).await {
             return;

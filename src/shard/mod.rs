@@ -11,7 +11,6 @@ use crate::config::Config;
 use crate::node::msg::{Committed, ReplyKind, ToCommit, ToShard};
 use crate::proto::codes::perm;
 use crate::proto::encode_notification;
-use crate::runtime::local::with_ticks;
 use crate::runtime::shared::Shared;
 use crate::tree::acl;
 use crate::tree::Tree;
@@ -183,12 +182,14 @@ pub async fn run(
     shared: Arc<Shared>,
     to_commit: SharedSender<ToCommit>,
     from_commit: SharedReceiver<ToShard>,
+    listener: std::os::fd::RawFd,
     addr: SocketAddr,
 ) -> std::io::Result<()> {
     let cfg = shared.cfg.clone();
-    let listener = glommio::net::TcpListener::bind(addr)?;
-    let to_commit = with_ticks(to_commit.connect()).await;
-    let from_commit = with_ticks(from_commit.connect()).await;
+    // A duplicate of the one client-port socket (`runtime::port`): every shard accepts from it.
+    let listener = unsafe { <glommio::net::TcpListener as std::os::fd::FromRawFd>::from_raw_fd(listener) };
+    let to_commit = to_commit.connect().await;
+    let from_commit = from_commit.connect().await;
     let shard = Rc::new(Shard {
         id,
         shared: shared.clone(),
@@ -205,10 +206,11 @@ pub async fn run(
     });
     {
         let shard = shard.clone();
-        // Committed batches carry write replies: applying them is latency-sensitive.
+        // Committed batches carry write replies: a favoured queue of their own (busy readers yield
+        // it the core every `slice::SLICE`).
         let tq = glommio::executor().create_task_queue(
             glommio::Shares::Static(2000),
-            glommio::Latency::Matters(crate::runtime::PREEMPT_AFTER),
+            glommio::Latency::NotImportant,
             "batches",
         );
         glommio::spawn_local_into(
@@ -249,7 +251,6 @@ pub async fn run(
         .detach();
     }
     eprintln!("corezk: shard {id} listening on {addr}");
-    shared.ready.fetch_add(1, Ordering::Release);
     loop {
         let stream = match listener.accept().await {
             Ok(s) => s,
