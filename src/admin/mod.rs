@@ -293,6 +293,9 @@ fn mntr(shard: &Shard) -> String {
     kv("local_sessions", "0".into());
     kv("last_zxid", format!("0x{:x}", tree.last_zxid()));
     kv("shards", sh.shards.len().to_string());
+    for (i, st) in sh.shards.iter().enumerate() {
+        kv(&format!("shard{i}_connections"), st.connections.load(Ordering::Relaxed).to_string());
+    }
     kv("commit_batches", sh.batches.load(Ordering::Relaxed).to_string());
     kv("logged_transactions", sh.logged_txns.load(Ordering::Relaxed).to_string());
     kv("log_records", sh.log_records.load(Ordering::Relaxed).to_string());

@@ -1012,3 +1012,72 @@ impl Drop for Proxy {
         }
     }
 }
+
+// ------------------------------------------------------------------------------------------------
+// The disk beside the server
+
+/// Measures the test machine's own disk while a test runs: a thread writes 4 KiB and
+/// fdatasyncs it every 10 ms in the temporary directory (the filesystem the test servers' data
+/// directories are on), recording when each sync started and how long it took.
+///
+/// A write cannot be acknowledged before the disk has it: a virtual disk was seen taking 2.4 s
+/// for one fdatasync here while other jobs wrote. Tests that bound write latency use this to
+/// tell a disk that stalled from a server that did.
+pub struct DiskProbe {
+    samples: std::sync::Arc<std::sync::Mutex<Vec<(Instant, Duration)>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    path: PathBuf,
+}
+
+impl DiskProbe {
+    pub fn start() -> DiskProbe {
+        use std::os::unix::fs::FileExt;
+        let path = std::env::temp_dir().join(format!("corezk-disk-probe-{}", unique_suffix()));
+        let file = std::fs::File::create(&path).expect("create the disk probe file");
+        let samples = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (s, st) = (samples.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let block = [0x5au8; 4096];
+            let mut n = 0u64;
+            while !st.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                let ok = file.write_all_at(&block, (n % 256) * 4096).and_then(|_| file.sync_data());
+                if ok.is_ok() {
+                    s.lock().unwrap().push((t, t.elapsed()));
+                }
+                n += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        DiskProbe { samples, stop, thread: Some(thread), path }
+    }
+
+    /// The longest probe sync that overlapped `[from, to]` (a sync still running at `to`
+    /// counts with its time so far).
+    pub fn worst_between(&self, from: Instant, to: Instant) -> Duration {
+        let samples = self.samples.lock().unwrap();
+        samples
+            .iter()
+            .filter(|(start, took)| *start <= to && *start + *took >= from)
+            .map(|(_, took)| *took)
+            .max()
+            .unwrap_or(Duration::ZERO)
+    }
+
+    /// The longest probe sync so far.
+    pub fn worst(&self) -> Duration {
+        self.samples.lock().unwrap().iter().map(|(_, t)| *t).max().unwrap_or(Duration::ZERO)
+    }
+}
+
+impl Drop for DiskProbe {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
