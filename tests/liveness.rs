@@ -64,6 +64,8 @@ impl Record {
 }
 
 type Shared = Arc<Mutex<Record>>;
+/// What one worker thread does until told to stop.
+type Body = Box<dyn FnOnce(&Shared, &AtomicBool) + Send>;
 
 /// Times one request; a missing reply (read timeout, closed connection) is a failure.
 fn timed<T>(rec: &Shared, kind: &'static str, what: &str, f: impl FnOnce() -> T) -> T {
@@ -118,7 +120,7 @@ fn every_request_is_answered_within_a_second_under_mixed_load() {
     let rec: Shared = Arc::new(Mutex::new(Record::default()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut threads = Vec::new();
-    let mut spawn = |name: String, body: Box<dyn FnOnce(&Shared, &AtomicBool) + Send>| {
+    let mut spawn = |name: String, body: Body| {
         let (rec, stop) = (rec.clone(), stop.clone());
         threads.push(std::thread::spawn(move || run_worker(name, rec, stop, body)));
     };
@@ -153,7 +155,7 @@ fn every_request_is_answered_within_a_second_under_mixed_load() {
                 assert_eq!(c.create(&own, Some(b""), 0).err, 0);
                 let mut n = 0u64;
                 while !stop.load(Ordering::Relaxed) {
-                    let path = if n % 8 == 0 { &hot } else { &own };
+                    let path = if n.is_multiple_of(8) { &hot } else { &own };
                     let h = timed(rec, "setData", path, || c.set_data(path, n.to_string().as_bytes()));
                     assert_eq!(h.err, 0, "setData {path}");
                     n += 1;
