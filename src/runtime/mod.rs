@@ -134,11 +134,12 @@ pub fn serve(cfg: Config) -> Result<(), String> {
     // Started here, on the main thread, so it inherits the process's CPU mask and not a shard's.
     let log = log::writer::LogThread::start(dirs.clone(), cfg.log_segment_bytes, cfg.force_sync)
         .map_err(|e| format!("cannot start the log writer thread: {e}"))?;
+    let standalone = zab_cfg.voters.len() + zab_cfg.observers.len() <= 1;
     let mut setup = Some(commit::CommitSetup { dirs, recovered, secret, log, zab: zab_cfg, epochs });
     let n = cpus.len();
     let kicker = kick::Kicker::start(n).map_err(|e| format!("cannot start the kicker thread: {e}"))?;
     let cfg = Arc::new(cfg);
-    let shared = Arc::new(Shared::new(cfg.clone(), n));
+    let shared = Arc::new(Shared::new(cfg.clone(), n, standalone));
     let depth = cfg.channel_depth;
     let mut to_commit_rx = Vec::new();
     let mut to_shard_tx = Vec::new();

@@ -165,6 +165,10 @@ pub struct Shared {
     pub inboxes: Vec<SegQueue<Arc<Committed>>>,
     /// The node serves clients (an ensemble member without a quorum does not).
     serving: AtomicBool,
+    /// A standalone server (a quorum of one): its shards accept clients only once it serves,
+    /// so that nothing it says at start-up is "not currently serving". Ensemble members accept
+    /// at once (the four-letter words must answer while there is no quorum).
+    pub standalone: bool,
     /// Raised each time serving stops: every shard closes all its client connections.
     client_generation: AtomicU64,
     /// The replication state, for the four-letter words.
@@ -175,9 +179,10 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(cfg: Arc<Config>, shards: usize) -> Shared {
+    pub fn new(cfg: Arc<Config>, shards: usize, standalone: bool) -> Shared {
         Shared {
             cfg,
+            standalone,
             started: Instant::now(),
             shards: (0..shards).map(|_| CachePadded::new(ShardStats::default())).collect(),
             conns: Mutex::new(BTreeMap::new()),

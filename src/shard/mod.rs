@@ -250,6 +250,12 @@ pub async fn run(
         })
         .detach();
     }
+    if shared.standalone {
+        // Connections wait in the kernel's backlog until the node serves (milliseconds).
+        while !shared.serving() {
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+        }
+    }
     eprintln!("corezk: shard {id} listening on {addr}");
     loop {
         let stream = match listener.accept().await {

@@ -270,6 +270,16 @@ impl Server {
 
 impl Drop for Server {
     fn drop(&mut self) {
+        if std::thread::panicking() && self.child.is_some() {
+            // What the server says of itself, while it still runs: the slowest recent log write
+            // tells a disk that stalled from a server that did.
+            let mntr = four_letter(&self.addr, "mntr").unwrap_or_else(|e| format!("(mntr failed: {e})"));
+            let lines: Vec<&str> = mntr
+                .lines()
+                .filter(|l| l.contains("log_") || l.contains("server_state") || l.contains("outstanding"))
+                .collect();
+            eprintln!("--- corezk mntr ({}) ---\n{}", self.addr, lines.join("\n"));
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
