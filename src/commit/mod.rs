@@ -337,14 +337,20 @@ async fn storage(cfg: Arc<Config>, core: Rc<Core>, log: LogThread) {
             shared.log_write_took(took);
             shared.logged_txns.fetch_add(txns, Ordering::Relaxed);
             shared.log_records.fetch_add(records, Ordering::Relaxed);
-            if took > Duration::from_millis(cfg.fsync_warning_threshold_ms) {
-                eprintln!(
-                    "corezk: WARNING: writing and syncing the transaction log took {} ms for {records} records \
-                     (fsync.warningthresholdms={}): writes wait for the disk",
-                    took.as_millis(),
-                    cfg.fsync_warning_threshold_ms
-                );
-            }
+        }
+        if took > Duration::from_millis(cfg.fsync_warning_threshold_ms) {
+            let what = match &op {
+                Op::Append { .. } => "writing and syncing the transaction log",
+                Op::Truncate { .. } => "truncating the transaction log",
+                Op::Snapshot { .. } => "installing the leader's snapshot",
+                Op::Epochs { .. } => "storing the ZAB epochs",
+            };
+            let count = if records > 0 { format!(" for {records} records") } else { String::new() };
+            eprintln!(
+                "corezk: WARNING: {what} took {} ms{count} (fsync.warningthresholdms={}): writes wait for the disk",
+                took.as_millis(),
+                cfg.fsync_warning_threshold_ms
+            );
         }
         core.events.push_now(Event::Persisted { upto });
     }

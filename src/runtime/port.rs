@@ -7,6 +7,9 @@
 //! that nobody serves (after kill -9 the dead process's io_uring can keep its listening socket
 //! open for a moment) is retried for a bounded time.
 //!
+//! The socket is non-blocking (see `ClientPort::bind`): a blocking shared listener let one
+//! shard's accept() block its executor.
+//!
 //! Owns binding, the bounded retry and the liveness probe. Never accepts connections itself.
 
 use std::io::{Read, Write};
@@ -40,6 +43,13 @@ impl ClientPort {
                     use std::os::fd::AsRawFd;
                     // std listens with a small backlog; a second listen() only raises it.
                     unsafe { libc::listen(listener.as_raw_fd(), BACKLOG) };
+                    // Non-blocking for good: the shards' duplicates share this file status, and
+                    // glommio's accept first tries a direct accept() after setting O_NONBLOCK and
+                    // then restores the flags it saw. Were the socket blocking, one shard could
+                    // restore "blocking" just before another's direct accept(), which then blocks
+                    // that shard's whole executor (and the commit core on shard 0) until the next
+                    // connection arrives: seen as new sessions that were never answered.
+                    listener.set_nonblocking(true).map_err(|e| format!("cannot set up client port {addr}: {e}"))?;
                     if said {
                         eprintln!("corezk: client port {addr} is free again after {} ms", t0.elapsed().as_millis());
                     }
