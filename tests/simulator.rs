@@ -2,7 +2,7 @@
 //! observer ensembles under faults, and proof that it catches a broken commit rule.
 //!
 //! `SIM_SEEDS=N` sets the seed count, `SIM_SEED_BASE=B` the first seed, `SIM_SEED=S` replays
-//! one seed (its schedule is printed when it fails).
+//! one seed (its schedule is printed when it fails; `SIM_LOG_TAIL=N` prints the last N events).
 
 mod sim;
 
@@ -15,7 +15,8 @@ fn run_all(what: &str, opts: Options, default_seeds: u64) {
     for &seed in &seeds {
         let mut s = Sim::new(seed, opts.clone());
         if let Err(e) = s.run() {
-            let tail: Vec<&String> = s.log.iter().rev().take(60).collect();
+            let keep = std::env::var("SIM_LOG_TAIL").ok().and_then(|v| v.parse().ok()).unwrap_or(60);
+            let tail: Vec<&String> = s.log.iter().rev().take(keep).collect();
             let tail: Vec<String> = tail.into_iter().rev().cloned().collect();
             panic!(
                 "{what}: seed {seed} failed: {e}\nreplay: SIM_SEED={seed} cargo test --release --test simulator {what}\n\

@@ -440,6 +440,7 @@ impl Node {
             self.out.dial.extend(r.dial);
             self.out.snapshots.extend(r.snapshots);
             self.out.logs.extend(r.errors.into_iter().map(|e| format!("replication: {e}")));
+            self.out.logs.extend(r.notes);
             for a in r.apply {
                 self.apply(a);
             }

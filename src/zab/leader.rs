@@ -19,9 +19,25 @@ impl Zab {
     pub(super) fn leader_message(&mut self, from: NodeId, conn: ConnId, m: QuorumMsg) {
         let now = self.now;
         let done = self.done_op;
-        if let QuorumMsg::FollowerInfo { accepted_epoch, last_zxid, observer } = m {
+        if let QuorumMsg::FollowerInfo { accepted_epoch, accepted_leader, last_zxid, observer } = m {
             if observer == self.cfg.is_voter(from) {
                 return self.protocol_error(from, conn, "observer flag does not match the configuration".into());
+            }
+            self.epoch_floor = self.epoch_floor.max(accepted_epoch);
+            let l = self.leading();
+            let bound_elsewhere = !observer
+                && l.phase > LeaderPhase::Discovery
+                && (accepted_epoch > l.epoch || (accepted_epoch == l.epoch && accepted_leader != self.cfg.id))
+                && accepted_leader != from;
+            if bound_elsewhere {
+                // A voter promised a newer epoch (to a leader that never established it) and
+                // cannot follow ours: lead again under an epoch above every promise, or it stays
+                // out for good.
+                self.ready.notes.push(format!(
+                    "server {from} promised epoch {accepted_epoch} to server {accepted_leader}; starting a new epoch"
+                ));
+                self.become_looking();
+                return;
             }
             let l = self.leading();
             if let Some(old) = l.peers.get(&from) {
@@ -273,14 +289,31 @@ impl Zab {
         // Discovery: a quorum's FOLLOWERINFO gives the new epoch.
         let l = self.leading();
         if l.phase == LeaderPhase::Discovery && voter(l, &|_| true) >= quorum {
-            let epoch = l.peers.values().map(|p| p.accepted_epoch).max().unwrap_or(0).max(self.accepted_epoch) + 1;
+            let epoch = l
+                .peers
+                .values()
+                .map(|p| p.accepted_epoch)
+                .max()
+                .unwrap_or(0)
+                .max(self.accepted_epoch)
+                .max(self.epoch_floor)
+                + 1;
             self.accepted_epoch = epoch;
             self.accepted_leader = me;
+            if quorum == 1 {
+                // This node alone is the quorum: it accepts and starts the epoch in one durable
+                // write (nobody else's acknowledgement is awaited in between).
+                self.current_epoch = epoch;
+            }
             let op = self.store_epochs();
             let l = self.leading();
             l.epoch = epoch;
             l.accepted_op = op;
             l.phase = LeaderPhase::EpochProposed;
+            if quorum == 1 {
+                l.current_op = Some(op);
+                l.phase = LeaderPhase::Synchronizing;
+            }
         }
         let done = self.done_op;
         let l = self.leading();

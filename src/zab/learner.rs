@@ -44,9 +44,13 @@ impl Zab {
                 // any epoch when the promise was to ourselves: we led that epoch's discovery and
                 // gave it up, so nobody can build on it (a promise to another leader holds: it
                 // may still be using what we told it).
+                // An observer's acknowledgements never count, so its promise protects nobody: it
+                // follows whichever leader the voters chose.
+                let observer = self.learning().observer;
                 let fresh = epoch > self.accepted_epoch
                     || (epoch == self.accepted_epoch && self.accepted_leader == leader)
-                    || self.accepted_leader == self.cfg.id;
+                    || self.accepted_leader == self.cfg.id
+                    || observer;
                 if !fresh {
                     // A leader of an epoch we already left behind.
                     self.become_looking();

@@ -223,6 +223,8 @@ pub struct Ready {
     pub roles: Vec<RoleEvent>,
     /// Protocol violations seen from peers (logged by the runtime; none in a healthy run).
     pub errors: Vec<String>,
+    /// Decisions worth telling the operator (logged by the runtime).
+    pub notes: Vec<String>,
 }
 
 /// An input to the machine.
@@ -306,6 +308,10 @@ impl Pending {
 struct Looking {
     vote: Vote,
     votes: BTreeMap<NodeId, Vote>,
+    /// Voters that already left the election: whom each says it follows (ZooKeeper's
+    /// "out of election" set). A quorum following this node means it must lead: they decided
+    /// while this node still looked and now wait for it.
+    settled: BTreeMap<NodeId, NodeId>,
     finalize_at: Option<u64>,
     resend_at: u64,
 }
@@ -391,6 +397,9 @@ struct Leading {
     proposals: VecDeque<Arc<Batch>>,
     uncommitted_bytes: usize,
     next_ping: u64,
+    /// Voters that say (by notification) they follow or lead another server while this one is
+    /// still establishing its epoch.
+    elsewhere: std::collections::BTreeSet<NodeId>,
 }
 
 enum Role {
@@ -405,6 +414,9 @@ pub struct Zab {
     round: u64,
     accepted_epoch: u32,
     accepted_leader: NodeId,
+    /// The highest epoch a voter said it had accepted: the next epoch this node proposes is
+    /// above it (a voter bound to a newer promise cannot follow a lower epoch).
+    epoch_floor: u32,
     current_epoch: u32,
     next_op: u64,
     done_op: u64,
@@ -446,6 +458,7 @@ impl Zab {
             round: 0,
             accepted_epoch: start.accepted_epoch,
             accepted_leader: start.accepted_leader,
+            epoch_floor: 0,
             current_epoch: start.current_epoch,
             next_op: 1,
             done_op: 0,
@@ -463,6 +476,7 @@ impl Zab {
             role: Role::Looking(Looking {
                 vote: Vote { leader: cfg.id, zxid: logged, epoch: start.current_epoch },
                 votes: BTreeMap::new(),
+                settled: BTreeMap::new(),
                 finalize_at: None,
                 resend_at: 0,
             }),
@@ -690,7 +704,13 @@ impl Zab {
         let vote = self.my_vote();
         match std::mem::replace(
             &mut self.role,
-            Role::Looking(Looking { vote, votes: BTreeMap::new(), finalize_at: None, resend_at: 0 }),
+            Role::Looking(Looking {
+                vote,
+                votes: BTreeMap::new(),
+                settled: BTreeMap::new(),
+                finalize_at: None,
+                resend_at: 0,
+            }),
         ) {
             Role::Leading(l) => {
                 for (id, p) in l.peers {
@@ -717,7 +737,13 @@ impl Zab {
         self.round += 1;
         self.ready.roles.push(RoleEvent::Looking);
         let vote = self.my_vote();
-        self.role = Role::Looking(Looking { vote, votes: BTreeMap::new(), finalize_at: None, resend_at: self.now });
+        self.role = Role::Looking(Looking {
+            vote,
+            votes: BTreeMap::new(),
+            settled: BTreeMap::new(),
+            finalize_at: None,
+            resend_at: self.now,
+        });
         self.send_notifications();
         self.check_election();
     }
@@ -737,6 +763,7 @@ impl Zab {
             proposals: VecDeque::new(),
             uncommitted_bytes: 0,
             next_ping: self.now,
+            elsewhere: Default::default(),
         });
         self.send_notifications();
     }
@@ -831,9 +858,44 @@ impl Zab {
         }
         let me = self.cfg.id;
         let looking = matches!(self.role, Role::Looking(_));
+        if let Role::Learning(l) = &self.role {
+            let chosen_gave_up = from == l.leader
+                && l.phase < LearnerPhase::Broadcast
+                && matches!(n.state, PeerState::Following | PeerState::Observing);
+            if chosen_gave_up {
+                // The server we chose follows someone else: it will not lead. Look again now
+                // rather than after the init limit.
+                self.become_looking();
+                return;
+            }
+        }
+        if let Role::Leading(l) = &mut self.role {
+            if l.phase < LeaderPhase::Broadcast && self.cfg.is_voter(from) {
+                let other = match n.state {
+                    PeerState::Following => n.vote.leader != me,
+                    PeerState::Leading => true,
+                    PeerState::Looking | PeerState::Observing => false,
+                };
+                if other {
+                    l.elsewhere.insert(from);
+                } else {
+                    l.elsewhere.remove(&from);
+                }
+                if self.cfg.voters.len() - l.elsewhere.len() < self.cfg.quorum() {
+                    // Too many voters settled on someone else: no quorum can form here. Look
+                    // again now rather than after the init limit.
+                    self.become_looking();
+                    return;
+                }
+            }
+        }
         if !looking {
-            // Tell a looking peer where we stand.
-            if matches!(n.state, PeerState::Looking | PeerState::Observing) {
+            // Tell a looking peer where we stand; and a peer that leads without us (it may be
+            // establishing an epoch it cannot get a quorum for).
+            let leads_without_us = n.state == PeerState::Leading
+                && !matches!(&self.role, Role::Learning(l) if l.leader == from)
+                && !matches!(&self.role, Role::Leading(_));
+            if matches!(n.state, PeerState::Looking | PeerState::Observing) || leads_without_us {
                 let mine = self.notification();
                 self.ready.notifications.push((from, mine));
             }
@@ -846,6 +908,16 @@ impl Zab {
             return;
         }
         let voter = self.cfg.is_voter(from);
+        if voter && self.cfg.is_voter(me) && n.state == PeerState::Following && n.vote.leader == me {
+            let Role::Looking(l) = &mut self.role else { unreachable!() };
+            l.settled.insert(from, n.vote.leader);
+            let following_me = 1 + l.settled.values().filter(|&&x| x == me).count();
+            if following_me >= self.cfg.quorum() {
+                // A quorum decided on this node and waits for it to lead.
+                self.become_leading();
+            }
+            return;
+        }
         if !voter || !self.cfg.is_voter(me) || n.state != PeerState::Looking {
             if n.state == PeerState::Observing {
                 let mine = self.notification();
@@ -915,14 +987,15 @@ impl Zab {
     // ------------------------------------------------------------------ connections
 
     fn on_connected(&mut self, peer: NodeId, conn: ConnId) {
-        let (accepted, logged) = (self.accepted_epoch, self.logged);
+        let (accepted, accepted_leader, logged) = (self.accepted_epoch, self.accepted_leader, self.logged);
         if let Role::Learning(l) = &mut self.role {
             if l.leader == peer && l.phase == LearnerPhase::Connecting {
                 l.conn = Some(conn);
                 l.phase = LearnerPhase::InfoSent;
                 l.heard = self.now;
                 let observer = l.observer;
-                let m = QuorumMsg::FollowerInfo { accepted_epoch: accepted, last_zxid: logged, observer };
+                let m =
+                    QuorumMsg::FollowerInfo { accepted_epoch: accepted, accepted_leader, last_zxid: logged, observer };
                 self.ready.messages.push((peer, conn, m));
                 return;
             }

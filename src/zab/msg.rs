@@ -62,6 +62,8 @@ pub enum QuorumMsg {
     // learner -> leader
     FollowerInfo {
         accepted_epoch: u32,
+        /// Whom the accepted epoch was promised to (0: nobody yet).
+        accepted_leader: NodeId,
         last_zxid: Zxid,
         observer: bool,
     },
@@ -273,8 +275,8 @@ fn decode_batch(i: &mut In) -> Result<Arc<Batch>, WireError> {
 pub fn encode_quorum(m: &QuorumMsg) -> Vec<u8> {
     let mut o = Out(Vec::new());
     match m {
-        QuorumMsg::FollowerInfo { accepted_epoch, last_zxid, observer } => {
-            o.u8(1).u32(*accepted_epoch).i64(*last_zxid).u8(*observer as u8);
+        QuorumMsg::FollowerInfo { accepted_epoch, accepted_leader, last_zxid, observer } => {
+            o.u8(1).u32(*accepted_epoch).u32(*accepted_leader).i64(*last_zxid).u8(*observer as u8);
         }
         QuorumMsg::AckEpoch { current_epoch, last_zxid, summary } => {
             o.u8(2).u32(*current_epoch).i64(*last_zxid).i64(summary.base).epochs(&summary.epochs);
@@ -323,7 +325,12 @@ pub fn encode_quorum(m: &QuorumMsg) -> Vec<u8> {
 pub fn decode_quorum(b: &[u8]) -> Result<QuorumMsg, WireError> {
     let mut i = In { buf: b, at: 0 };
     let m = match i.u8()? {
-        1 => QuorumMsg::FollowerInfo { accepted_epoch: i.u32()?, last_zxid: i.i64()?, observer: i.bool()? },
+        1 => QuorumMsg::FollowerInfo {
+            accepted_epoch: i.u32()?,
+            accepted_leader: i.u32()?,
+            last_zxid: i.i64()?,
+            observer: i.bool()?,
+        },
         2 => QuorumMsg::AckEpoch {
             current_epoch: i.u32()?,
             last_zxid: i.i64()?,
@@ -368,7 +375,7 @@ mod tests {
         assert_eq!(decode_notification(&encode_notification(&n)), Ok(n));
         let batch = Arc::new(Batch { first: 5, last: 6, bytes: Bytes::from_static(b"record") });
         let msgs = vec![
-            QuorumMsg::FollowerInfo { accepted_epoch: 3, last_zxid: 9, observer: true },
+            QuorumMsg::FollowerInfo { accepted_epoch: 3, accepted_leader: 2, last_zxid: 9, observer: true },
             QuorumMsg::AckEpoch {
                 current_epoch: 2,
                 last_zxid: 9,

@@ -37,7 +37,12 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const SUPER_DIGEST: &str = "super:D/InIHSb7yEEbrWz8b9l71RjZJU=";
 pub const TICK_TIME_MS: i32 = 2000;
 /// How long a test server may take to answer `ruok`.
-pub const START_DEADLINE: Duration = Duration::from_secs(10);
+/// How long a raw connection waits for a reply before calling it unanswered. Generous: these
+/// are hang detectors, and a write waits for the disk, which on a shared virtual disk was seen
+/// taking 12 s for one small fsync while other jobs wrote (latency bounds live in the liveness
+/// test, which measures the disk beside the server).
+pub const RAW_TIMEOUT: Duration = Duration::from_secs(20);
+pub const START_DEADLINE: Duration = Duration::from_secs(30);
 /// Default bound for a single client operation or awaited event.
 pub const OP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -321,8 +326,8 @@ pub fn sock_addr(addr: &str) -> SocketAddr {
 /// closes the connection after answering).
 pub fn four_letter(addr: &str, cmd: &str) -> io::Result<String> {
     let mut stream = TcpStream::connect_timeout(&sock_addr(addr), Duration::from_secs(1))?;
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(RAW_TIMEOUT))?;
+    stream.set_write_timeout(Some(RAW_TIMEOUT))?;
     stream.write_all(cmd.as_bytes())?;
     let mut out = Vec::new();
     stream.read_to_end(&mut out)?;
@@ -672,7 +677,7 @@ pub fn parse_connect_response(body: &[u8]) -> ConnectResponse {
 }
 
 impl RawConn {
-    /// A plain TCP connection (no handshake) with 5 s read/write timeouts.
+    /// A plain TCP connection (no handshake) with `RAW_TIMEOUT` read/write timeouts.
     pub fn open(addr: &str) -> RawConn {
         RawConn::try_open(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
     }
@@ -681,8 +686,8 @@ impl RawConn {
     /// (e.g. over maxClientCnxns) can make the connect itself fail.
     pub fn try_open(addr: &str) -> io::Result<RawConn> {
         let stream = TcpStream::connect_timeout(&sock_addr(addr), Duration::from_secs(2))?;
-        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-        stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+        stream.set_read_timeout(Some(RAW_TIMEOUT))?;
+        stream.set_write_timeout(Some(RAW_TIMEOUT))?;
         stream.set_nodelay(true)?;
         Ok(RawConn { stream, next_xid: 1, session_id: 0, passwd: Vec::new(), timeout_ms: 0, events: VecDeque::new() })
     }
@@ -898,7 +903,7 @@ impl RawConn {
         let (h, b) = self.call(op::CLOSE_SESSION, &[]);
         assert_eq!(h.err, 0, "closeSession");
         assert!(b.is_empty());
-        self.expect_closed(Duration::from_secs(5), "after closeSession");
+        self.expect_closed(RAW_TIMEOUT, "after closeSession");
     }
 }
 
