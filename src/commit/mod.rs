@@ -28,6 +28,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How often the node's clock ticks (ZAB's timeouts are counted in these).
 pub const TICK: Duration = Duration::from_millis(10);
+/// Most ticks one timer firing makes up for (a node paused for longer only sees this much).
+const TICKS_CAUGHT_UP_MAX: u64 = 100_000;
 /// How long to wait before retrying a failed storage operation.
 const RETRY: Duration = Duration::from_millis(500);
 /// Most bytes of records gathered into one log write.
@@ -154,6 +156,9 @@ pub async fn run(
     perform(&cfg, &core, &setup.dirs).await;
     let mut batch: Vec<ToCommit> = Vec::with_capacity(cfg.max_batch);
     let mut evs: Vec<Event> = Vec::new();
+    // ZAB counts time in ticks; they follow the monotonic clock, not the timer's firings (a
+    // starved or paused node must see its timeouts expire, not stretch).
+    let mut ticks_done: u64 = 0;
     loop {
         // Requests only while the node takes them (back-pressure); events always.
         let accepting = core.node.borrow().accepting();
@@ -176,7 +181,14 @@ pub async fn run(
             let mut node = core.node.borrow_mut();
             for e in evs.drain(..) {
                 match e {
-                    Event::Tick => node.tick(now),
+                    Event::Tick => {
+                        let due = (core.start.elapsed().as_millis() / TICK.as_millis()) as u64;
+                        let behind = due.saturating_sub(ticks_done).min(TICKS_CAUGHT_UP_MAX);
+                        for _ in 0..behind {
+                            node.tick(now);
+                        }
+                        ticks_done = ticks_done.max(due);
+                    }
                     Event::Peer(input) => node.peer(input, now),
                     Event::Persisted { upto } => node.peer(zab::Input::Persisted { upto }, now),
                     Event::DiskFailed(f) => {

@@ -60,6 +60,8 @@ impl Zab {
                     up_to_date: false,
                     heard: now,
                     acked: 0,
+                    rounds: VecDeque::new(),
+                    answered: 0,
                 },
             );
             if l.phase > LeaderPhase::EpochProposed || (l.phase == LeaderPhase::EpochProposed && done >= l.accepted_op)
@@ -129,7 +131,14 @@ impl Zab {
                     self.recompute_commit();
                 }
             }
-            QuorumMsg::PingReply => {}
+            QuorumMsg::PingReply => {
+                let l = self.leading();
+                let p = l.peers.get_mut(&from).expect("checked");
+                if let Some(r) = p.rounds.pop_front() {
+                    p.answered = p.answered.max(r);
+                }
+                self.release_held_sync();
+            }
             QuorumMsg::Forward(bytes) => {
                 let l = self.leading();
                 if l.phase == LeaderPhase::Broadcast && l.peers.get(&from).is_some_and(|p| p.up_to_date) {
@@ -220,6 +229,44 @@ impl Zab {
 
     pub(super) fn on_propose(&mut self, b: Arc<Batch>) {
         assert!(self.can_propose() || self.serving, "propose only while leading and serving");
+        assert!(self.leading().holding.is_none(), "nothing is proposed while a sync is held");
+        if b.is_empty() && self.cfg.quorum() > 1 {
+            let round = self.ping_round();
+            self.leading().holding = Some((b, round));
+            return self.release_held_sync();
+        }
+        self.propose_now(b);
+    }
+
+    /// Sends one PING to every peer; returns the round's number.
+    fn ping_round(&mut self) -> u64 {
+        let commit = self.commit;
+        let l = self.leading();
+        l.round += 1;
+        let round = l.round;
+        let mut out = Vec::new();
+        for (&id, p) in l.peers.iter_mut() {
+            p.rounds.push_back(round);
+            out.push((id, p.conn, QuorumMsg::Ping { commit }));
+        }
+        self.ready.messages.extend(out);
+        round
+    }
+
+    /// Proposes the held sync batch once a quorum of voters (this one included) answered a ping
+    /// round sent after it.
+    fn release_held_sync(&mut self) {
+        let quorum = self.cfg.quorum();
+        let l = self.leading();
+        let Some((_, round)) = &l.holding else { return };
+        let confirmed = 1 + l.peers.values().filter(|p| !p.observer && p.answered >= *round).count();
+        if confirmed >= quorum {
+            let (b, _) = l.holding.take().expect("checked");
+            self.propose_now(b);
+        }
+    }
+
+    fn propose_now(&mut self, b: Arc<Batch>) {
         let epoch = self.leading().epoch;
         if !b.is_empty() {
             assert_eq!(epoch_of(b.first), epoch, "a batch of another epoch");
@@ -402,9 +449,8 @@ impl Zab {
         }
         if now >= l.next_ping {
             l.next_ping = now + ping;
-            let out: Vec<(NodeId, ConnId, QuorumMsg)> =
-                l.peers.iter().map(|(&i, p)| (i, p.conn, QuorumMsg::Ping { commit })).collect();
-            self.ready.messages.extend(out);
+            let _ = commit;
+            self.ping_round();
         }
     }
 }

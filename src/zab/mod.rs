@@ -381,6 +381,10 @@ struct Peer {
     up_to_date: bool,
     heard: u64,
     acked: Zxid,
+    /// Ping rounds sent to this peer and not yet answered, oldest first (the connection is in
+    /// order and every PING gets one reply), and the latest round it answered.
+    rounds: VecDeque<u64>,
+    answered: u64,
 }
 
 struct Leading {
@@ -400,6 +404,12 @@ struct Leading {
     /// Voters that say (by notification) they follow or lead another server while this one is
     /// still establishing its epoch.
     elsewhere: std::collections::BTreeSet<NodeId>,
+    /// The last ping round sent (a round: one PING to every peer).
+    round: u64,
+    /// A batch without transactions (it answers `sync`s) held back until a quorum answered a
+    /// ping round sent after it arrived: only a leader a quorum still follows may answer a sync,
+    /// or a deposed leader that does not know it yet would serve stale reads after a sync.
+    holding: Option<(Arc<Batch>, u64)>,
 }
 
 enum Role {
@@ -417,6 +427,9 @@ pub struct Zab {
     /// The highest epoch a voter said it had accepted: the next epoch this node proposes is
     /// above it (a voter bound to a newer promise cannot follow a lower epoch).
     epoch_floor: u32,
+    /// The election round of each peer that announced it leads and was told where this node
+    /// stands (one answer per round).
+    told_leaders: BTreeMap<NodeId, u64>,
     current_epoch: u32,
     next_op: u64,
     done_op: u64,
@@ -459,6 +472,7 @@ impl Zab {
             accepted_epoch: start.accepted_epoch,
             accepted_leader: start.accepted_leader,
             epoch_floor: 0,
+            told_leaders: BTreeMap::new(),
             current_epoch: start.current_epoch,
             next_op: 1,
             done_op: 0,
@@ -535,6 +549,7 @@ impl Zab {
                 self.serving
                     && l.phase == LeaderPhase::Broadcast
                     && l.uncommitted_bytes < self.cfg.uncommitted_bytes_max
+                    && l.holding.is_none()
             }
             _ => false,
         }
@@ -764,6 +779,8 @@ impl Zab {
             uncommitted_bytes: 0,
             next_ping: self.now,
             elsewhere: Default::default(),
+            round: 0,
+            holding: None,
         });
         self.send_notifications();
     }
@@ -892,9 +909,14 @@ impl Zab {
         if !looking {
             // Tell a looking peer where we stand; and a peer that leads without us (it may be
             // establishing an epoch it cannot get a quorum for).
+            // Another leader is told too, once per round of its (two leaders would otherwise
+            // answer each other for ever).
             let leads_without_us = n.state == PeerState::Leading
                 && !matches!(&self.role, Role::Learning(l) if l.leader == from)
-                && !matches!(&self.role, Role::Leading(_));
+                && self.told_leaders.get(&from) != Some(&n.round);
+            if leads_without_us {
+                self.told_leaders.insert(from, n.round);
+            }
             if matches!(n.state, PeerState::Looking | PeerState::Observing) || leads_without_us {
                 let mine = self.notification();
                 self.ready.notifications.push((from, mine));
