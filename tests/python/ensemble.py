@@ -24,6 +24,7 @@ Only loopback; nothing needs root.
 
 import asyncio
 import atexit
+import datetime
 import os
 import re
 import shutil
@@ -361,6 +362,21 @@ class Node:
 
     def log_tail(self, n=30):
         return "\n".join(self.log_text().splitlines()[-n:])
+
+    def roles(self):
+        """The node's logged role changes: [(unix time, text)], e.g. "looking for
+        a leader", "serving clients in epoch 3 (Leading)"."""
+        out = []
+        for m in _ROLE_LINE.finditer(self.log_text()):
+            t = datetime.datetime.strptime(m.group(1), "%Y-%m-%dT%H:%M:%S.%f").replace(
+                tzinfo=datetime.timezone.utc).timestamp()
+            out.append((t, m.group(2)))
+        return out
+
+
+_ROLE_LINE = re.compile(r"^corezk: (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z "
+                        r"(looking for a leader|following server \d+|leading: .*|serving clients in .*)$",
+                        re.M)
 
 
 class EnsembleError(AssertionError):

@@ -21,6 +21,7 @@ synced read of every register) that the history passes
 ``linearizability.check_all``.
 """
 
+import itertools
 import random
 import threading
 import time
@@ -34,6 +35,7 @@ import rawzk
 OP_TIMEOUT = 5.0          # a client gives up on an operation after this (outcome unknown)
 SESSION_TIMEOUT = 10.0    # kazoo session timeout asked for (capped at 20 ticks by the server)
 DEFINITE_FAILURES = (NoNodeError, BadVersionError, NodeExistsError, NotEmptyError)
+_anon = itertools.count()
 
 
 def make_kazoo(hosts, timeout=SESSION_TIMEOUT, start_timeout=20.0, randomize=False):
@@ -121,6 +123,8 @@ class Workload:
         return self
 
     def stop(self, timeout=OP_TIMEOUT + 10):
+        if self.stop_ev.is_set():
+            return
         self.stop_ev.set()
         deadline = time.monotonic() + timeout
         for t in self.threads:
@@ -132,8 +136,12 @@ class Workload:
 
     # -- one operation each; all bounded by OP_TIMEOUT
     def _proc(self, name, idx, c):
+        """The history's process: the thread and its session (an op issued with
+        no session yet gets a process of its own: it is in no session's order)."""
         cid = c.client_id
-        return "%s%d/%x" % (name, idx, cid[0] if cid else 0)
+        if cid and cid[0]:
+            return "%s%d/%x" % (name, idx, cid[0])
+        return "%s%d/none-%d" % (name, idx, next(_anon))
 
     def _count(self, what):
         with self.lock:
@@ -224,6 +232,67 @@ class Workload:
     def acked_creates(self):
         return [op for op in self.h.snapshot()
                 if op.kind == lin.CREATE and op.status == lin.OK]
+
+
+# ---------------------------------------------------------------------------
+# a raw client whose operations go into the history (exact timing, pipelining)
+
+class RawRecorder:
+    """One raw session on one node; its operations are recorded in `history`."""
+
+    def __init__(self, history, node, name, timeout=OP_TIMEOUT):
+        self.h = history
+        self.c = rawzk.RawZK(node.addr, timeout=timeout)
+        self.c.connect(timeout_ms=int(SESSION_TIMEOUT * 1000))
+        self.proc = "%s/%x" % (name, self.c.session_id)
+
+    def close(self):
+        self.c.close()
+
+    def set(self, key, value):
+        op = self.h.invoke(self.proc, lin.WRITE, key, value)
+        try:
+            rep = self.c.set_data(key, value)
+        except Exception as e:
+            return self.h.unknown(op, type(e).__name__)
+        if rep.err == 0:
+            return self.h.ok(op, zxid=rep.value.mzxid, version=rep.value.version)
+        if rep.err in (rawzk.NONODE, rawzk.BADVERSION):
+            return self.h.fail(op, "err %d" % rep.err)
+        return self.h.unknown(op, "err %d" % rep.err)
+
+    def sync_read(self, key):
+        """sync and getData pipelined, recorded as one linearizable read."""
+        op = self.h.invoke(self.proc, lin.READ, key, synced=True)
+        try:
+            x1 = self.c.send_request(rawzk.OP_SYNC, rawzk.W().ustring(key).bytes())
+            x2 = self.c.send_request(rawzk.OP_GETDATA, rawzk.W().ustring(key).bool(False).bytes())
+            r1 = self.c.read_reply(x1)
+            r2 = self.c.read_reply(x2)
+        except Exception as e:
+            return self.h.unknown(op, type(e).__name__)
+        if r1.err != 0:
+            return self.h.unknown(op, "sync err %d" % r1.err)
+        if r2.err == rawzk.NONODE:
+            return self.h.ok(op, value=None)
+        if r2.err != 0:
+            return self.h.unknown(op, "err %d" % r2.err)
+        rd = rawzk.R(r2.raw)
+        data = rd.buffer()
+        st = rd.stat()
+        return self.h.ok(op, value=data, zxid=st.mzxid, version=st.version)
+
+
+def leader_overlap(old, new, since):
+    """Seconds the old leader went on leading after the new one began serving
+    (from the nodes' logged role changes after unix time `since`); negative: a
+    gap.  None when a change is missing from the logs."""
+    down = [t for t, text in old.roles() if t >= since and text == "looking for a leader"]
+    up = [t for t, text in new.roles() if t >= since and text.startswith("serving clients")
+          and "(Leading)" in text]
+    if not down or not up:
+        return None
+    return down[0] - up[0]
 
 
 # ---------------------------------------------------------------------------

@@ -19,6 +19,7 @@ Environment:
   COREZK_FAULT_CYCLES=N    restart cycles (default 3, 12 when long)
   COREZK_FAULT_SEED=N      seed of the workload and of the fault choices (printed)
   COREZK_FAULTS_REPORT=F   also append the figures as JSON lines to F
+  COREZK_FAULT_BOUND_SCALE=X  multiply the liveness bounds (default 1)
   ZK_TEST_KEEP_DIRS=1      keep every ensemble's dir (failed tests keep theirs anyway)
 """
 
@@ -40,10 +41,12 @@ CYCLES = int(os.environ.get("COREZK_FAULT_CYCLES", "12" if LONG else "3"))
 SEED = int(os.environ.get("COREZK_FAULT_SEED", str(int(time.time()) % 100000)))
 PHASE = 3.0 if LONG else 1.5      # seconds of workload between faults
 
-# liveness bounds: generous, this is a loaded 2-core machine
-FAILOVER_BOUND = 10.0             # kill -9 of the leader -> a write acknowledged
-STOP_BOUND = 15.0                 # SIGSTOP of the leader -> a write acknowledged
-REJOIN_BOUND = 30.0               # a restarted / continued / healed node serves again
+# Liveness bounds: generous (a 2-core machine; other processes' load slows corezk's ZAB clock,
+# see the report).  COREZK_FAULT_BOUND_SCALE multiplies them.
+_SCALE = float(os.environ.get("COREZK_FAULT_BOUND_SCALE", "1"))
+FAILOVER_BOUND = 10.0 * _SCALE    # kill -9 of the leader -> a write acknowledged
+STOP_BOUND = 20.0 * _SCALE        # SIGSTOP or cut-off of the leader -> a write acknowledged
+REJOIN_BOUND = 30.0 * _SCALE      # a restarted / continued / healed node serves again
 
 pytestmark = [
     pytest.mark.skipif(not servers.corezk_available(),
@@ -195,11 +198,12 @@ def partition_leader(request, ens, w, minority_extra=(), mode=ensemble.BLACKHOLE
     leader = ens.wait_leader()
     minority = [leader] + list(minority_extra)
     majority = [n for n in ens.nodes.values() if n not in minority]
+    since = time.time()
     ens.partition([minority, majority], mode=mode)
     t_cut = time.monotonic()
     took = faultlib.probe_write(ens, w.probe, nodes=majority, timeout=STOP_BOUND)
     assert took is not None, "majority side acknowledged no write within %.0fs of the partition" % STOP_BOUND
-    ens.wait_leader(among=majority, timeout=REJOIN_BOUND)
+    new = ens.wait_leader(among=majority, timeout=REJOIN_BOUND)
     # the minority side stops serving (it has no quorum)
     deadline = time.monotonic() + REJOIN_BOUND
     while any(n.mode() in ("leader", "follower") for n in minority):
@@ -212,9 +216,11 @@ def partition_leader(request, ens, w, minority_extra=(), mode=ensemble.BLACKHOLE
     ens.heal()
     ens.wait_ready(timeout=REJOIN_BOUND)
     healed = time.monotonic() - t_heal
+    overlap = faultlib.leader_overlap(leader, new, since)
     say(request, "FIGURE partition (%s) of %r: majority write after %.3f s, minority stopped serving "
-        "after %.3f s, all serving %.3f s after heal" % (
-            mode, [n.sid for n in minority], took, stepped_down, healed))
+        "after %.3f s, all serving %.3f s after heal; the old leader led on %s s after the new one "
+        "served" % (mode, [n.sid for n in minority], took, stepped_down, healed,
+                    "?" if overlap is None else "%.3f" % overlap))
     return t_cut, t_heal, took
 
 
@@ -317,3 +323,78 @@ def test_observers(request):
         assert o2.mode() == "observer"
         time.sleep(PHASE)
         check_end(request, ens, w)
+
+
+STALE_SYNC_BUG = (
+    "server bug (reported): a leader cut off and paused answers sync as leader when it wakes, "
+    "after the majority elected a new leader and acknowledged writes, so sync+getData returns "
+    "stale data (ZAB time counts 10 ms timer firings, so the pause does not count, and sync is "
+    "answered without a quorum round)")
+
+
+def test_partition_paused_leader_sync_read(request):
+    """The leader is cut off (blackhole) and paused (a GC or VM stall) at the
+    same moment; the majority elects a new leader and acknowledges a write; the
+    old leader wakes up and a client of it issues sync + getData.  A linearizable sync+read
+    must not return the value from before the acknowledged write.  (The kazoo
+    workload runs before the cut only: a write in flight at the cut would hold
+    the old leader's sync behind it and hide the stale answer.)"""
+    with running(request, voters=3, proxied=True) as ens:
+        h = lin.History()
+        w = faultlib.Workload(ens, h, seed=SEED)
+        w.setup()
+        leader = ens.wait_leader()
+        majority = [n for n in ens.nodes.values() if n is not leader]
+        nodes = list(ens.nodes.values())
+        w.add_clients(rotations(nodes)).start()
+        old_side = faultlib.RawRecorder(h, leader, "old")
+        key = w.keys[0]
+        time.sleep(PHASE)
+        w.stop()
+        old_side.sync_read(key)
+        since = time.time()
+        ens.partition([[leader], majority])
+        ens.pause(leader)
+        # a write acknowledged by the majority (recorded) while the old leader sleeps...
+        deadline = time.monotonic() + STOP_BOUND
+        acked = None
+        while acked is None and time.monotonic() < deadline:
+            try:
+                new_side = faultlib.RawRecorder(h, majority[0], "new", timeout=1.0)
+            except Exception:
+                time.sleep(0.05)
+                continue
+            op = new_side.set(key, lin.unique_value("new"))
+            new_side.close()
+            if op.status == lin.OK:
+                acked = op
+        ens.resume(leader)
+        assert acked is not None, "majority acknowledged no write within %.0fs" % STOP_BOUND
+        # ... then sync + read on the old leader's side (and a write there, which must not be acked)
+        read = old_side.sync_read(key)
+        wrote = old_side.set(key, lin.unique_value("old"))
+        old_side.close()
+        new = ens.wait_leader(among=majority, timeout=REJOIN_BOUND)
+        overlap = faultlib.leader_overlap(leader, new, since)
+        say(request, "old leader's sync+read after the majority's write: %s\n  its write: %s\n"
+            "  the old leader led on %s s after the new one served" % (
+                read.describe(), wrote.describe(), overlap))
+        violations = []
+        if wrote.status == lin.OK:
+            violations.append("the cut-off old leader acknowledged a write: %s" % wrote.describe())
+        w.stop()
+        res, rep = faultlib.final_check(ens, w)
+        for v in violations:
+            res.add(v)
+        say(request, "[%s] seed %d, %s" % (request.node.name, SEED, rep["summary"]))
+        # nothing but the old side wrote the key after the acknowledged write: any other value is stale
+        stale = read.status == lin.OK and read.value != acked.value
+        on_key = [v for v in res.violations if "key %s " % key in v]
+        if stale:
+            assert on_key, "the checker missed a stale sync+read: %s after %s" % (
+                read.describe(), acked.describe())
+            if len(on_key) == len(res.violations):
+                # Known server bug (reported): the deposed leader answers sync from its stale state.
+                say(request, "KNOWN BUG reproduced (xfail):\n%s" % "\n".join(on_key))
+                pytest.xfail(STALE_SYNC_BUG)
+        assert res.ok, "history / end-state violations:\n%s" % res
