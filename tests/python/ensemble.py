@@ -398,6 +398,7 @@ class Ensemble:
         self.hub = None
         self.closed = False
         self.events = []  # (time, text): what was done to the ensemble, for reports
+        self.cleanups = []  # callables run first by close() (e.g. stopping client workloads)
 
     # -- set-up
     def note(self, text):
@@ -676,6 +677,11 @@ class Ensemble:
         if self.closed:
             return
         self.closed = True
+        for fn in reversed(self.cleanups):
+            try:
+                fn()
+            except Exception:
+                pass
         self._teardown(keep=keep)
         with _live_lock:
             _live_ensembles.discard(self)

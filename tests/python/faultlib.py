@@ -89,6 +89,7 @@ class Workload:
         self.initial = {}      # register key -> (value, zxid, version)
         self.errors = []       # unexpected exceptions in workers
         self.counts = {}
+        ens.cleanups.append(self.stop)  # a failing test still stops its clients
 
     # -- set-up
     def setup(self):
@@ -103,16 +104,21 @@ class Workload:
         finally:
             stop_kazoo_all([c])
 
-    def add_clients(self, specs, name="c"):
+    MIX = (("set", 0.35), ("sync+read", 0.25), ("read", 0.12), ("create-seq", 0.12),
+           ("create", 0.10), ("sync+read created", 0.06))
+    READS_ONLY = (("sync+read", 0.8), ("read", 0.2))
+
+    def add_clients(self, specs, name="c", mix=None):
         """specs: list of node lists; one kazoo session (and thread) per entry,
-        connected to those nodes (in that order)."""
+        connected to those nodes (in that order).  mix: ((op, weight), ...),
+        default MIX."""
         for nodes in specs:
             idx = len(self.threads)
             hosts = ",".join(n.addr for n in nodes)
             c = make_kazoo(hosts)
             self.clients.append(c)
-            t = threading.Thread(target=self._run, args=(idx, name, c), daemon=True,
-                                 name="%s%d" % (name, idx))
+            t = threading.Thread(target=self._run, args=(idx, name, c, mix or self.MIX),
+                                 daemon=True, name="%s%d" % (name, idx))
             self.threads.append(t)
         return self
 
@@ -196,34 +202,33 @@ class Workload:
             return self.h.unknown(op, type(e).__name__)
         return self.h.ok(op, zxid=st.czxid, version=st.version, key=got)
 
-    def _run(self, idx, name, c):
+    def _run(self, idx, name, c, mix):
         rnd = random.Random(self.seed * 1000 + idx)
+        ops, weights = zip(*mix)
         try:
             while not self.stop_ev.is_set():
                 proc = self._proc(name, idx, c)
-                r = rnd.random()
+                what = rnd.choices(ops, weights)[0]
                 key = rnd.choice(self.keys)
-                if r < 0.35:
+                if what == "set":
                     self.op_set(c, proc, key)
-                    self._count("set")
-                elif r < 0.60:
+                elif what == "sync+read":
                     self.op_read(c, proc, key, synced=True)
-                    self._count("sync+read")
-                elif r < 0.72:
+                elif what == "read":
                     self.op_read(c, proc, key, synced=False)
-                    self._count("read")
-                elif r < 0.84:
+                elif what == "create-seq":
                     self.op_create(c, proc, sequential=True)
-                    self._count("create-seq")
-                elif r < 0.94:
+                elif what == "create":
                     self.op_create(c, proc, sequential=False)
-                    self._count("create")
-                else:
+                elif what == "sync+read created":
                     with self.lock:
                         path = rnd.choice(self.created) if self.created else None
-                    if path is not None:
-                        self.op_read(c, proc, path, synced=True)
-                        self._count("sync+read created")
+                    if path is None:
+                        continue
+                    self.op_read(c, proc, path, synced=True)
+                else:
+                    raise ValueError("unknown op %r" % what)
+                self._count(what)
                 time.sleep(rnd.uniform(*self.pause))
         except Exception as e:  # a bug in the workload itself: report it
             self.errors.append("worker %s%d: %r" % (name, idx, e))

@@ -267,6 +267,17 @@ def test_restart_cycles_3(request):
             time.sleep(rnd.uniform(0.2, PHASE))
             ens.restart(victim, timeout=REJOIN_BOUND)
             time.sleep(rnd.uniform(0.2, PHASE))
+        # every node crashes at once, under load, and comes back on its data dir
+        for n in nodes:
+            ens.kill9(n)
+        done.append("kill9 all")
+        for n in nodes:
+            ens.restart(n, wait=False)
+        ens.wait_ready(timeout=REJOIN_BOUND)
+        took = faultlib.probe_write(ens, w.probe, timeout=FAILOVER_BOUND)
+        assert took is not None, "no write acknowledged within %.0fs after the whole ensemble restarted" % (
+            FAILOVER_BOUND)
+        time.sleep(PHASE)
         say(request, "restart cycles: %s" % ", ".join(done))
         check_end(request, ens, w)
 
