@@ -26,6 +26,7 @@ import asyncio
 import atexit
 import datetime
 import os
+import random
 import re
 import shutil
 import signal
@@ -59,6 +60,55 @@ def _four_letter(port, cmd, timeout=1.0):
             return b"".join(chunks).decode("utf-8", "replace")
     except OSError:
         return None
+
+
+_handed_out = set()
+_port_rnd = random.Random(os.urandom(16))
+
+
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+        return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def pick_ports(n):
+    """n distinct free ports for nodes to listen on, below the kernel's ephemeral
+    range when there is room: the many client and proxy connections of a test take
+    their source ports from that range, so a node restarted later on its ports
+    does not find one of them taken."""
+    lo, _ = _ephemeral_range()
+    out = []
+    if lo > 12000:
+        while len(out) < n:
+            p = _port_rnd.randint(10000, lo - 1)
+            if p in _handed_out or p in out:
+                continue
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind(("127.0.0.1", p))
+            except OSError:
+                continue
+            finally:
+                s.close()
+            out.append(p)
+    else:
+        socks = []
+        try:
+            while len(out) < n:
+                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                s.bind(("127.0.0.1", 0))
+                socks.append(s)
+                if s.getsockname()[1] not in out:
+                    out.append(s.getsockname()[1])
+        finally:
+            for s in socks:
+                s.close()
+    _handed_out.update(out)
+    return out
 
 
 def _rst(writer):
@@ -405,18 +455,7 @@ class Ensemble:
         self.events.append((time.monotonic(), text))
 
     def _pick_ports(self, n):
-        ports = set()
-        socks = []
-        try:
-            while len(ports) < n:
-                s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                s.bind(("127.0.0.1", 0))
-                socks.append(s)
-                ports.add(s.getsockname()[1])
-        finally:
-            for s in socks:
-                s.close()
-        return sorted(ports)
+        return pick_ports(n)
 
     def _layout(self):
         self.tmpdir = tempfile.mkdtemp(prefix="corezk-%s-" % self.name)

@@ -21,6 +21,7 @@ synced read of every register) that the history passes
 ``linearizability.check_all``.
 """
 
+import dataclasses
 import itertools
 import random
 import threading
@@ -367,6 +368,29 @@ def walk(c, root):
     return out
 
 
+def stale_canary(ops, initial):
+    """Copy the history, give one final synced read the value of an acknowledged
+    write that another acknowledged write replaced before the read began, and
+    check that the linearizability check rejects it.  True: rejected; False:
+    accepted (the checker is blind); None: no such pair in this history."""
+    finals = [op for op in ops if op.process.startswith("final/") and op.status == lin.OK]
+    for r in finals:
+        ws = sorted((op for op in ops if op.key == r.key and op.kind == lin.WRITE
+                     and op.status == lin.OK), key=lambda o: o.invoke)
+        for w1 in ws:
+            if any(w2.invoke > w1.complete and w2.complete < r.invoke for w2 in ws):
+                mutated = []
+                for op in ops:
+                    if op.key != r.key:
+                        continue
+                    if op is r:
+                        op = dataclasses.replace(op, value=w1.value)
+                    mutated.append(op)
+                res = lin.check_linearizable(mutated, {k: v[0] for k, v in initial.items()})
+                return not res.ok
+    return None
+
+
 def final_check(ens, w, timeout=60.0):
     """Bring every node back, then check the end state and the history.
     Returns (linearizability Result, report dict)."""
@@ -444,12 +468,17 @@ def final_check(ens, w, timeout=60.0):
     ops = w.h.snapshot()
     hres = lin.check_all(ops, initial=w.initial)
     res.merge(hres)
+    # the checker is not blind on this very history: a final read turned stale is rejected
+    canary = stale_canary(ops, w.initial)
+    if canary is False:
+        res.add("self-check: the checker accepted this history with a final read made stale")
     report = {
         "ops": len(ops),
         "summary": lin.summarize(ops),
         "acked_creates": sum(1 for op in ops if op.kind == lin.CREATE and op.status == lin.OK),
         "tree_nodes": len(first),
         "nodes_compared": len(trees),
+        "canary_rejected": canary,
     }
     report.update(hres.stats)
     return res, report
