@@ -406,8 +406,8 @@ def check_sessions(ops, initial=None):
                         continue
                     for w in writers:
                         if w.status == OK and w.zxid is not None and w.zxid != m:
-                            res.add("read shows zxid 0x%x but the write of its value got 0x%x:\n    %s\n    %s"
-                                    % (m, w.zxid, op.describe(), w.describe()))
+                            res.add("read shows zxid 0x%x but the write of its value got 0x%x:"
+                                    "\n    %s\n    %s" % (m, w.zxid, op.describe(), w.describe()))
                     if writers and all(w.invoke > op.complete for w in writers):
                         res.add("read of a value before it was written: %s\n    writer: %s"
                                 % (op.describe(), writers[0].describe()))
