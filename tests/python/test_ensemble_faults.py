@@ -79,6 +79,9 @@ def running(request, **kw):
         ens.start()
         yield ens
         ok = True
+    except pytest.xfail.Exception:
+        ok = True   # a known, reported bug: nothing to keep
+        raise
     finally:
         ens.close(keep=not ok)
         if not ok:
