@@ -36,7 +36,7 @@ pub async fn respond(cmd: &str, shard: &Shard) -> String {
     }
     let needs_server =
         matches!(cmd, "srvr" | "stat" | "mntr" | "cons" | "conf" | "wchs" | "wchc" | "wchp" | "dump" | "crst" | "srst");
-    if !shard.shared.serving() {
+    if !shard.shared.serving() && !shard.shared.read_only() {
         if needs_server {
             return format!("{NOT_SERVING}\n");
         }
@@ -67,7 +67,7 @@ pub async fn respond(cmd: &str, shard: &Shard) -> String {
         }
         "dump" => dump(shard),
         "ruok" => "imok".into(),
-        "isro" => "rw".into(),
+        "isro" => if shard.shared.serving() { "rw" } else { "ro" }.into(),
         "srvr" => format!("Zookeeper version: {VERSION}\n{}", server_lines(shard)),
         "stat" => {
             let mut s = format!("Zookeeper version: {VERSION}\nClients:\n");
@@ -180,6 +180,9 @@ fn mode(shard: &Shard) -> &'static str {
     use crate::zab::msg::PeerState;
     if shard.cfg.servers.len() <= 1 {
         return "standalone";
+    }
+    if shard.shared.read_only() && !shard.shared.serving() {
+        return "read-only";
     }
     match shard.shared.status().map(|s| s.state) {
         Some(PeerState::Leading) => "leader",

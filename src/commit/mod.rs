@@ -255,6 +255,9 @@ async fn perform(cfg: &Arc<Config>, core: &Rc<Core>, dirs: &Dirs) {
     if let Some(s) = r.serving {
         shared.set_serving(s);
     }
+    if let Some(ro) = r.read_only {
+        shared.set_read_only(ro);
+    }
     if r.clients_closed {
         shared.close_clients();
     }

@@ -87,6 +87,8 @@ pub struct Config {
     pub client_port_address: IpAddr,
     pub max_client_cnxns: u32,
     pub min_session_timeout: Option<u32>,
+    /// `readonlymode.enabled`: an ensemble member without a quorum serves read-only clients.
+    pub read_only_mode: bool,
     pub max_session_timeout: Option<u32>,
     pub autopurge_snap_retain_count: u32,
     pub autopurge_purge_interval: u32,
@@ -145,6 +147,7 @@ impl Default for Config {
             client_port_address: "0.0.0.0".parse().unwrap(),
             max_client_cnxns: 60,
             min_session_timeout: None,
+            read_only_mode: false,
             max_session_timeout: None,
             autopurge_snap_retain_count: 3,
             autopurge_purge_interval: 1,
@@ -205,7 +208,6 @@ const IGNORED_ZK_KEYS: &[&str] = &[
     "requireClientAuthScheme",
     "syncLimitCheck",
     "connectToLearnerMasterLimit",
-    "readonlymode.enabled",
     "snapshot.trust.empty",
     "txnLogSizeLimitInKb",
     "digest.enabled",
@@ -302,6 +304,7 @@ impl Config {
             "maxBatchBytes" => self.max_batch_bytes = num::<usize>(key, v)?.max(1 << 16),
             "maxQueuedBytesPerConnection" => self.max_queued_bytes_per_connection = num::<usize>(key, v)?.max(1 << 20),
             "myid" => self.myid = Some(num(key, v)?),
+            "readonlymode.enabled" => self.read_only_mode = boolean(key, v)?,
             "peerType" => {
                 self.peer_type_observer = match v {
                     "observer" => true,

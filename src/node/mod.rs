@@ -14,7 +14,7 @@ pub mod wire;
 
 use crate::config::Config;
 use crate::proto::codes::err;
-use crate::proto::reply_empty;
+use crate::proto::{reply_empty, Request};
 use crate::record;
 use crate::sequencer::{Now, Proposal, Sealed, Sequencer};
 use crate::session;
@@ -95,6 +95,8 @@ pub struct NodeReady {
     pub clients_closed: bool,
     /// Serving started (`true`) or stopped (`false`).
     pub serving: Option<bool>,
+    /// Read-only mode started (`true`) or ended (`false`).
+    pub read_only: Option<bool>,
     /// Operator-facing lines.
     pub logs: Vec<String>,
 }
@@ -138,8 +140,25 @@ pub struct Node {
     /// their connections; before the first serving role there is nothing to close, and a
     /// connect held meanwhile must not be dropped).
     served: bool,
+    /// Read-only mode (`readonlymode.enabled`): an ensemble member without a quorum serves
+    /// reads to clients that allow it, in sessions of its own.
+    ro: ReadOnly,
     out: NodeReady,
 }
+
+/// Read-only mode's state: when the node stopped serving, whether read-only mode is on, and
+/// the local sessions it gave out (never replicated; they end with the mode).
+#[derive(Default)]
+struct ReadOnly {
+    enabled: bool,
+    not_serving_since_ms: Option<u64>,
+    active: bool,
+    sessions: BTreeMap<i64, (usize, ConnId)>,
+    next_session: i64,
+}
+
+/// Most read-only sessions a node gives out.
+const RO_SESSIONS_MAX: usize = 100_000;
 
 /// How long a connect waits for the node to serve, and how many may wait.
 const HOLD_CONNECT_MS: u64 = 2000;
@@ -163,6 +182,7 @@ impl Node {
         assert!(shards > 0);
         assert_eq!(start.applied, state.tree.last_zxid(), "the state is at the applied zxid");
         let id = zab_cfg.id;
+        let ensemble = zab_cfg.voters.len() + zab_cfg.observers.len() > 1;
         let mut n = Node {
             cfg: cfg.clone(),
             id,
@@ -184,6 +204,11 @@ impl Node {
             applied_txns: 0,
             held: VecDeque::new(),
             served: false,
+            ro: ReadOnly {
+                enabled: cfg.read_only_mode && ensemble,
+                not_serving_since_ms: Some(now.mono_ms),
+                ..ReadOnly::default()
+            },
             out: NodeReady::default(),
         };
         // The first published batch gives every shard the recovered tree.
@@ -282,6 +307,9 @@ impl Node {
                 }
             }
             ToCommit::Connect { shard, conn, req } => {
+                if !serving && self.ro.active && req.read_only == Some(true) {
+                    return self.read_only_connect(shard, conn, &req);
+                }
                 if !serving && self.held.len() < HELD_MAX {
                     self.held.push_back((now.mono_ms + HOLD_CONNECT_MS, ToCommit::Connect { shard, conn, req }));
                     return;
@@ -304,6 +332,9 @@ impl Node {
                 }
             }
             ToCommit::Write { shard, conn, wseq, session, xid, req, auth, fence } => {
+                if self.ro.sessions.contains_key(&session) {
+                    return self.read_only_write(shard, conn, wseq, session, xid, &req);
+                }
                 if !serving {
                     return self.close_now(shard, conn);
                 }
@@ -376,6 +407,7 @@ impl Node {
         self.now = now;
         self.zab.step(Input::Tick);
         self.drain();
+        self.maybe_read_only();
         while self.held.front().is_some_and(|(deadline, _)| *deadline <= now.mono_ms) {
             if let Some((_, ToCommit::Connect { shard, conn, .. })) = self.held.pop_front() {
                 self.reply_now(shard, Reply { conn, frame: Bytes::new(), kind: ReplyKind::ConnectRefused });
@@ -461,6 +493,7 @@ impl Node {
             RoleEvent::Serving { epoch } => {
                 self.out.serving = Some(true);
                 self.served = true;
+                self.end_read_only();
                 if self.zab.status().state == zab::msg::PeerState::Leading {
                     let first_id =
                         session::initial_session_id(self.id as u8, self.now.wall_ms).max(self.state.next_session_id);
@@ -492,8 +525,85 @@ impl Node {
                     self.out.clients_closed = true;
                 }
                 self.out.serving = Some(false);
+                self.ro.not_serving_since_ms.get_or_insert(self.now.mono_ms);
             }
         }
+    }
+
+    /// Starts read-only mode once the node has been without a quorum for max(2 s, tickTime),
+    /// as ZooKeeper does.
+    fn maybe_read_only(&mut self) {
+        if !self.ro.enabled || self.ro.active || self.zab.status().serving {
+            return;
+        }
+        let Some(since) = self.ro.not_serving_since_ms else { return };
+        if self.now.mono_ms < since + (self.cfg.tick_time as u64).max(2000) {
+            return;
+        }
+        self.ro.active = true;
+        self.out.read_only = Some(true);
+        self.out.logs.push("no quorum: serving read-only clients (readonlymode.enabled)".into());
+        // Held connects that allow read-only mode are served now; the others keep waiting.
+        let now = self.now;
+        let held = std::mem::take(&mut self.held);
+        for (deadline, m) in held {
+            match m {
+                ToCommit::Connect { ref req, .. } if req.read_only != Some(true) => self.held.push_back((deadline, m)),
+                other => self.shard_message(other, now),
+            }
+        }
+    }
+
+    fn end_read_only(&mut self) {
+        self.ro.not_serving_since_ms = None;
+        if !self.ro.active {
+            return;
+        }
+        self.ro.active = false;
+        self.out.read_only = Some(false);
+        self.out.logs.push("quorum back: read-only mode ends, its clients reconnect".into());
+        for (_, (shard, conn)) in std::mem::take(&mut self.ro.sessions) {
+            self.close_now(shard, conn);
+        }
+    }
+
+    /// A session of read-only mode: local to this node, never replicated, no writes.
+    fn read_only_connect(&mut self, shard: usize, conn: ConnId, req: &crate::proto::ConnectRequest) {
+        let (min, max) = self.cfg.session_timeout_bounds();
+        let timeout = session::negotiate_timeout(req.timeout, min, max);
+        let known = self.ro.sessions.get(&req.session_id).is_some()
+            && req.passwd == session::password(&self.secret, req.session_id);
+        let id = if req.session_id == 0 && self.ro.sessions.len() < RO_SESSIONS_MAX {
+            if self.ro.next_session == 0 {
+                self.ro.next_session = session::initial_session_id(self.id as u8, self.now.wall_ms);
+            }
+            self.ro.next_session += 1;
+            self.ro.next_session
+        } else if known {
+            req.session_id
+        } else {
+            // An unknown or global session cannot be checked here: it is expired for this client.
+            let frame = crate::proto::encode_connect_response(0, 0, &[0; 16], Some(true));
+            return self.reply_now(shard, Reply { conn, frame, kind: ReplyKind::ConnectRefused });
+        };
+        self.ro.sessions.insert(id, (shard, conn));
+        let passwd = session::password(&self.secret, id);
+        let frame = crate::proto::encode_connect_response(timeout, id, &passwd, Some(true));
+        self.reply_now(shard, Reply { conn, frame, kind: ReplyKind::Connected { session: id, timeout } });
+    }
+
+    /// A read-only session's write: refused with NotReadOnly, as ZooKeeper's read-only server
+    /// does; closeSession ends the session.
+    fn read_only_write(&mut self, shard: usize, conn: ConnId, wseq: u64, session: i64, xid: i32, req: &Request) {
+        let zxid = self.state.tree.last_zxid();
+        let (frame, close) = match req {
+            Request::CloseSession => {
+                self.ro.sessions.remove(&session);
+                (reply_empty(xid, zxid, err::OK), true)
+            }
+            _ => (reply_empty(xid, zxid, err::NOT_READ_ONLY), false),
+        };
+        self.reply_now(shard, Reply { conn, frame, kind: ReplyKind::Write { wseq, close } });
     }
 
     fn forwarded(&mut self, from: NodeId, bytes: &[u8]) {

@@ -165,6 +165,8 @@ pub struct Shared {
     pub inboxes: Vec<SegQueue<Arc<Committed>>>,
     /// The node serves clients (an ensemble member without a quorum does not).
     serving: AtomicBool,
+    /// The node is in read-only mode (no quorum; read-only clients served).
+    read_only: AtomicBool,
     /// A standalone server (a quorum of one): its shards accept clients only once it serves,
     /// so that nothing it says at start-up is "not currently serving". Ensemble members accept
     /// at once (the four-letter words must answer while there is no quorum).
@@ -201,6 +203,7 @@ impl Shared {
             inboxes: (0..shards).map(|_| SegQueue::new()).collect(),
             published: CachePadded::new(AtomicU64::new(0)),
             serving: AtomicBool::new(false),
+            read_only: AtomicBool::new(false),
             client_generation: AtomicU64::new(0),
             status: Mutex::new(None),
         }
@@ -212,6 +215,14 @@ impl Shared {
 
     pub fn serving(&self) -> bool {
         self.serving.load(Ordering::Acquire)
+    }
+
+    pub fn set_read_only(&self, read_only: bool) {
+        self.read_only.store(read_only, Ordering::Release);
+    }
+
+    pub fn read_only(&self) -> bool {
+        self.read_only.load(Ordering::Acquire)
     }
 
     /// Tells every shard to close all its client connections.
