@@ -571,7 +571,7 @@ impl Node {
     fn read_only_connect(&mut self, shard: usize, conn: ConnId, req: &crate::proto::ConnectRequest) {
         let (min, max) = self.cfg.session_timeout_bounds();
         let timeout = session::negotiate_timeout(req.timeout, min, max);
-        let known = self.ro.sessions.get(&req.session_id).is_some()
+        let known = self.ro.sessions.contains_key(&req.session_id)
             && req.passwd == session::password(&self.secret, req.session_id);
         let id = if req.session_id == 0 && self.ro.sessions.len() < RO_SESSIONS_MAX {
             if self.ro.next_session == 0 {
