@@ -3,11 +3,12 @@
 //! Pure layer (no I/O, no clocks, no threads): `proto`, `tree`, `txn`, `prep`, `read`,
 //! `sequencer`, `session`, `watch`, `record`, `snapshot`, `zab` (replication), `node` (one
 //! server's decisions around ZAB). Runtime layer (thin, makes no protocol decisions): `config`,
-//! `runtime`, `shard`, `commit`, `log`, `net`, `admin`.
+//! `runtime`, `shard`, `commit`, `log`, `net`, `admin`, `launch` (`corezk ensemble`).
 
 pub mod admin;
 pub mod commit;
 pub mod config;
+pub mod launch;
 pub mod log;
 pub mod net;
 pub mod node;

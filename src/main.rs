@@ -1,5 +1,6 @@
-//! The `corezk` binary: parses the command line and starts the server, or runs one of the
-//! operator tools (`corezk log dump`, `corezk snapshot dump`).
+//! The `corezk` binary: parses the command line and starts the server, runs a whole ensemble on
+//! this host (`corezk ensemble`), or runs one of the operator tools (`corezk log dump`,
+//! `corezk snapshot dump`).
 
 use corezk::config::{parse_args, Command, USAGE};
 use std::path::Path;
@@ -40,6 +41,11 @@ fn tool(args: &[String]) -> Option<Result<(), String>> {
     match (args.first().map(String::as_str), args.get(1).map(String::as_str), args.get(2)) {
         (Some("log"), Some("dump"), Some(p)) => Some(dump_log(Path::new(p))),
         (Some("snapshot"), Some("dump"), Some(p)) => Some(dump_snapshot(Path::new(p))),
+        (Some("ensemble"), Some("--help" | "-h"), _) => {
+            print!("{}", corezk::launch::USAGE);
+            Some(Ok(()))
+        }
+        (Some("ensemble"), _, _) => Some(corezk::launch::parse(&args[1..]).and_then(|p| corezk::launch::run(&p))),
         (Some("log" | "snapshot"), _, _) => {
             Some(Err("usage: corezk log dump <file|dir> | corezk snapshot dump <file>".into()))
         }

@@ -398,6 +398,9 @@ Starts a standalone ZooKeeper-compatible server (port 2181, data in ./corezk-dat
   --set KEY=VALUE   any zoo.cfg or corezk key, e.g. --set 4lw.commands.whitelist=*
   --help, --version
 
+An ensemble on this host (one process per node, zoo.cfg files written for you):
+  corezk ensemble [--nodes 3] [--observers 0] [--dir corezk-ensemble]   (corezk ensemble --help)
+
 Tools:
   corezk log dump <log file or directory>     print log records (like ZooKeeper's LogFormatter)
   corezk snapshot dump <snapshot file>        print a snapshot (like ZooKeeper's SnapshotFormatter)
