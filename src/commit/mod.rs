@@ -30,6 +30,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub const TICK: Duration = Duration::from_millis(10);
 /// Most ticks one timer firing makes up for (a node paused for longer only sees this much).
 const TICKS_CAUGHT_UP_MAX: u64 = 100_000;
+/// Ticks missed at once that mean this process stalled (see `settle_then_tick`).
+const STALL_TICKS: u64 = 5;
 /// How long to wait before retrying a failed storage operation.
 const RETRY: Duration = Duration::from_millis(500);
 /// Most bytes of records gathered into one log write.
@@ -159,6 +161,10 @@ pub async fn run(
     // ZAB counts time in ticks; they follow the monotonic clock, not the timer's firings (a
     // starved or paused node must see its timeouts expire, not stretch).
     let mut ticks_done: u64 = 0;
+    // After a stall (this process starved or paused) the ticks it missed are made up only once
+    // the input that arrived meanwhile has been read: a peer's messages waiting in a socket
+    // must count as heard before the missed ticks call that peer quiet.
+    let mut settle_then_tick = false;
     loop {
         // Requests only while the node takes them (back-pressure); events always.
         let accepting = core.node.borrow().accepting();
@@ -184,6 +190,10 @@ pub async fn run(
                     Event::Tick => {
                         let due = (core.start.elapsed().as_millis() / TICK.as_millis()) as u64;
                         let behind = due.saturating_sub(ticks_done).min(TICKS_CAUGHT_UP_MAX);
+                        if behind > STALL_TICKS && !std::mem::take(&mut settle_then_tick) {
+                            settle_then_tick = true;
+                            continue;
+                        }
                         for _ in 0..behind {
                             node.tick(now);
                         }
@@ -205,6 +215,12 @@ pub async fn run(
             }
         }
         perform(&cfg, &core, &setup.dirs).await;
+        if settle_then_tick {
+            // Let the peer readers take what arrived during the stall (an I/O poll happens while
+            // this task sleeps), then make up the ticks.
+            glommio::timer::sleep(Duration::from_millis(1)).await;
+            core.events.push_now(Event::Tick);
+        }
         crate::runtime::slice::yield_if_slice_over().await;
     }
 }

@@ -390,8 +390,16 @@ impl InBuf {
                 self.data.resize(self.len + READ_CHUNK, 0);
             }
             match rd.read(&mut self.data[self.len..]).await {
-                Ok(0) | Err(_) => return false,
+                Ok(0) => return false,
                 Ok(n) => self.len += n,
+                Err(e) => {
+                    use std::io::ErrorKind::*;
+                    if !matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe | UnexpectedEof) {
+                        // Not the client going away: say why its connection ends.
+                        eprintln!("corezk: reading from a client failed ({e}); closing its connection");
+                    }
+                    return false;
+                }
             }
         }
         true
@@ -422,7 +430,11 @@ async fn writer<W: futures_lite::AsyncWrite + Unpin>(conn: Rc<Conn>, shard: Rc<S
             wait.await;
             continue;
         }
-        if wr.write_all(&buf).await.is_err() {
+        if let Err(e) = wr.write_all(&buf).await {
+            use std::io::ErrorKind::*;
+            if !matches!(e.kind(), ConnectionReset | ConnectionAborted | BrokenPipe) {
+                eprintln!("corezk: {}: writing to the client failed ({e}); closing", conn.peer);
+            }
             conn.closing.set(true);
             break;
         }
