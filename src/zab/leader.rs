@@ -92,8 +92,10 @@ impl Zab {
                 p.summary = summary;
                 p.sync = Sync::EpochAcked;
                 let l = self.leading();
-                if (current_epoch, last_zxid) > (l.prior_epoch, l.start_last) {
-                    // A learner has a newer history than ours: we must not lead.
+                if l.phase < LeaderPhase::Broadcast && (current_epoch, last_zxid) > (l.prior_epoch, l.start_last) {
+                    // While the epoch is being established, a learner with a newer history than
+                    // ours means we must not lead. Once it is (broadcast), a learner that
+                    // returns holds at most what we proposed: it is synced like any other.
                     self.become_looking();
                     return;
                 }
